@@ -1,0 +1,71 @@
+"""``python -m preempt <stage> [key...]``: run one stage; plus ``dag`` and ``validate`` tools."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import PreemptError
+
+STAGE_ARGS = {
+    "data": [],
+    "model": ["name"],
+    "defend": ["defense"],
+    "revert": ["defense", "reversion"],
+    "attack": ["defense", "reversion", "victim", "attack"],
+    "aggregate": [],
+    "report": ["notebook"],
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m preempt", description=__doc__)
+    ap.add_argument("--params", default="params.yaml", help="experiment file (default: params.yaml)")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for stage, names in STAGE_ARGS.items():
+        sp = sub.add_parser(stage, help=f"run the {stage} stage")
+        for n in names:
+            sp.add_argument(n)
+    dp = sub.add_parser("dag", help="print or (re)write dvc.yaml from params.yaml")
+    dp.add_argument("--write", action="store_true", help="write dvc.yaml if it changed")
+    dp.add_argument("--check", action="store_true", help="fail if dvc.yaml is stale")
+    sub.add_parser("validate", help="validate params.yaml and exit")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command in STAGE_ARGS:
+            from .stages import context
+
+            ctx = context(args.params)
+            mod = importlib.import_module(f"preempt.stages.{args.command}")
+            mod.run(ctx, *(getattr(args, n) for n in STAGE_ARGS[args.command]))
+        elif args.command == "dag":
+            from . import config, dag
+
+            stages = dag.build(config.load(args.params))
+            if args.check:
+                dag.check_fresh(stages)
+            elif args.write:
+                changed = dag.write_if_changed(dag.DVC_YAML, dag.dvc_yaml(stages))
+                print(f"{dag.DVC_YAML}: {'updated' if changed else 'up to date'} ({len(stages)} stages)")
+            else:
+                sys.stdout.write(dag.dvc_yaml(stages))
+        elif args.command == "validate":
+            from . import config
+
+            p = config.load(args.params)
+            g = p.grid
+            print(f"{args.params}: valid ({len(g.defenses)} defenses x {len(g.reversions)} reversions x "
+                  f"{len(g.victims)} victims x {len(g.attacks)} attacks)")
+    except PreemptError as err:
+        print(f"preempt: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

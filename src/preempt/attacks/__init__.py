@@ -1,0 +1,69 @@
+"""Attack registry with one uniform interface (after torchattacks' ``Attack``).
+
+Every entry is ``attack(model, x, y, *, cfg, generator) -> x_adv``: ``model`` takes images in
+[0, 1], ``x`` is the input the attacker receives (the RE, or the reverted RE), and the budget
+``cfg.eps`` is measured from ``x``. Results are clipped to [0, 1].
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from ..registry import MethodConfig, Registry
+
+Attack = Callable[..., torch.Tensor]
+ATTACKS: Registry[Attack] = Registry("attack", __name__)
+
+Norm = Literal["Linf", "L2"]
+
+
+class AttackConfig(MethodConfig):
+    method: str
+    eps: float = Field(ge=0, le=1)
+    norm: Norm = "Linf"
+    seed: int = 0
+
+
+def _flat_norm(v: torch.Tensor) -> torch.Tensor:
+    return v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+
+
+def project(x: torch.Tensor, center: torch.Tensor, eps: float, norm: Norm) -> torch.Tensor:
+    """Project onto the eps-ball around ``center`` (per image), then onto the image box [0, 1]."""
+    delta = x - center
+    if norm == "Linf":
+        delta = delta.clamp(-eps, eps)
+    else:
+        delta = delta * (eps / _flat_norm(delta)).clamp(max=1.0)
+    return (center + delta).clamp(0.0, 1.0)
+
+
+def uniform_ball(shape: torch.Size, eps: float, norm: Norm, generator: torch.Generator,
+                 device: torch.device | str = "cpu") -> torch.Tensor:
+    """Random perturbations in the eps-ball: U(-eps, eps) per pixel (Linf) or uniform in the L2 ball."""
+    if norm == "Linf":
+        return (torch.rand(shape, generator=generator, device=device) * 2 - 1) * eps
+    d = torch.randn(shape, generator=generator, device=device)
+    n = d[0].numel()
+    r = torch.rand((shape[0],), generator=generator, device=device) ** (1.0 / n)
+    return d / _flat_norm(d) * (eps * r).view(-1, *([1] * (len(shape) - 1)))
+
+
+def signed_step(grad: torch.Tensor, step: float, norm: Norm) -> torch.Tensor:
+    """The steepest-ascent step of size ``step``: sign (Linf) or normalized gradient (L2)."""
+    if norm == "Linf":
+        return step * grad.sign()
+    return step * grad / _flat_norm(grad)
+
+
+def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gradient of the summed cross-entropy w.r.t. the input (one forward + one backward pass)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x)
+    return grad

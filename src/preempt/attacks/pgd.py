@@ -1,0 +1,40 @@
+"""PGD (Madry et al., 2018): iterated signed-gradient ascent on the CE loss, projected.
+
+Written here rather than imported: the maintained AutoAttack does not ship plain PGD, and
+torchattacks pins ``requests~=2.25`` which conflicts with DVC. It is short and pinned by tests.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from . import ATTACKS, AttackConfig, input_grad, project, signed_step, uniform_ball
+
+
+class PGDConfig(AttackConfig):
+    method: str = "pgd"
+    alpha: float | None = Field(None, gt=0, description="step size; default 2.5*eps/steps")
+    steps: int = Field(10, ge=1)
+    random_start: bool = True
+
+
+def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
+        norm: str = "Linf", random_start: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Untargeted PGD inside the eps-ball around ``x``."""
+    adv = x.clone()
+    if random_start and eps > 0:
+        gen = generator if generator is not None else torch.Generator(device=x.device).manual_seed(0)
+        adv = project(x + uniform_ball(x.shape, eps, norm, gen, x.device), x, eps, norm)  # type: ignore[arg-type]
+    for _ in range(steps):
+        adv = project(adv + signed_step(input_grad(model, adv, y), alpha, norm), x, eps, norm)  # type: ignore[arg-type]
+    return adv.detach()
+
+
+@ATTACKS.register("pgd", PGDConfig)
+def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: PGDConfig,
+        generator: torch.Generator) -> torch.Tensor:
+    alpha = cfg.alpha if cfg.alpha is not None else 2.5 * cfg.eps / cfg.steps
+    return pgd(model, x, y, eps=cfg.eps, alpha=alpha, steps=cfg.steps, norm=cfg.norm,
+               random_start=cfg.random_start, generator=generator)

@@ -1,0 +1,193 @@
+"""Schema of ``params.yaml`` and its validation, before any compute.
+
+Every error is one line that names the offending key and the fix (closest valid name, allowed
+range). Sections whose entries select an implementation (``method``/``source``/``name``) are
+validated by the pydantic config class that the registry entry declares, so a new method brings
+its own schema with it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .registry import MethodConfig, Registry, closest, model_refs
+
+NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+DEFAULT_PARAMS = "params.yaml"
+
+
+class GridConfig(MethodConfig):
+    """Which entries of each section form the experiment grid (defense x reversion x victim x attack)."""
+
+    defenses: list[str] = Field(min_length=1)
+    reversions: list[str] = Field(default_factory=lambda: ["none"], min_length=1)
+    victims: list[str] = Field(min_length=1)
+    attacks: list[str] = Field(min_length=1)
+
+
+class MetricsConfig(MethodConfig):
+    ssim_kernel_size: int = Field(11, ge=3, description="odd; must not exceed the image side")
+    ssim_sigma: float = Field(1.5, gt=0)
+    lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
+
+
+class RuntimeConfig(MethodConfig):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch intra-op threads per job: fixed so that results do not depend on the driver's
+    # parallelism (CPU reductions are bit-identical only for a fixed thread count).
+    num_threads: int = Field(1, ge=1)
+    batch_size: int = Field(256, ge=1)
+
+
+class ReportConfig(MethodConfig):
+    notebooks: list[str] = Field(default_factory=lambda: ["results"])
+    n_examples: int = Field(8, ge=1, le=64)
+    perturbation_gain: float = Field(10.0, gt=0)
+
+
+class Params(BaseModel):
+    """The validated experiment. Entries are pydantic objects of their registry's config class."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    raw: dict[str, Any]
+    dataset: MethodConfig
+    models: dict[str, MethodConfig]
+    defenses: dict[str, MethodConfig]
+    attacks: dict[str, MethodConfig]
+    reversions: dict[str, MethodConfig]
+    grid: GridConfig
+    metrics: MetricsConfig
+    runtime: RuntimeConfig
+    report: ReportConfig
+
+
+SECTIONS = ("dataset", "models", "defenses", "attacks", "reversions", "grid", "metrics", "runtime", "report")
+REQUIRED = ("dataset", "models", "defenses", "attacks", "grid")
+
+
+def _registries() -> dict[str, Registry[Any]]:
+    from .attacks import ATTACKS
+    from .data import DATASETS
+    from .defenses import DEFENSES
+    from .models import SOURCES
+    from .reversions import REVERSIONS
+
+    return {"dataset": DATASETS, "models": SOURCES, "defenses": DEFENSES,
+            "attacks": ATTACKS, "reversions": REVERSIONS}
+
+
+def _fmt_loc(prefix: str, loc: tuple[Any, ...]) -> str:
+    return ".".join([prefix, *(str(p) for p in loc)])
+
+
+def validate_model(cls: type[BaseModel], data: Any, where: str) -> Any:
+    """Validate ``data`` with ``cls``; turn the first pydantic error into one clear line."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err["loc"]
+        path = _fmt_loc(where, loc)
+        if err["type"] == "extra_forbidden":
+            owner: Any = cls
+            for part in loc[:-1]:  # walk nested models to find the valid keys at that level
+                fld = getattr(owner, "model_fields", {}).get(part)
+                owner = getattr(fld, "annotation", None) if fld else None
+            valid = list(getattr(owner, "model_fields", {}) or {})
+            raise ConfigError(f"{path}: unknown key; {closest(str(loc[-1]), valid)}") from None
+        if err["type"] == "missing":
+            raise ConfigError(f"{path}: required key is missing; add it") from None
+        got = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {msg} (got {got!r})") from None
+
+
+def _check_name(section: str, name: Any) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(
+            f"{section}.{name!r}: invalid name; names become file and stage names, so use a letter "
+            "followed by letters, digits or '_' (at most 64 characters)"
+        )
+
+
+def _entry(section: str, name: str, data: Any, registry: Registry[Any]) -> MethodConfig:
+    where = f"{section}.{name}" if name else section
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with a '{registry.key}' key (got {data!r})")
+    if registry.key not in data:
+        raise ConfigError(f"{where}.{registry.key}: required key is missing; valid: {', '.join(registry.names())}")
+    choice = data[registry.key]
+    if not isinstance(choice, str) or choice not in registry:
+        raise ConfigError(f"{where}.{registry.key}: unknown {registry.kind} {choice!r}; {closest(str(choice), registry.names())}")
+    return validate_model(registry[choice].config, data, where)
+
+
+def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
+    """Validate a params mapping; raise ConfigError (one line) on the first problem."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections ({', '.join(SECTIONS)})")
+    for key in raw:
+        if key not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section '{key}'; {closest(str(key), SECTIONS)}")
+    for key in REQUIRED:
+        if key not in raw:
+            raise ConfigError(f"{source}: required section '{key}' is missing; add it")
+    regs = _registries()
+    dataset = _entry("dataset", "", raw["dataset"], regs["dataset"])
+    sections: dict[str, dict[str, MethodConfig]] = {}
+    for section in ("models", "defenses", "attacks", "reversions"):
+        entries = raw.get(section, {"none": {"method": "none"}} if section == "reversions" else None)
+        if not isinstance(entries, dict) or not entries:
+            raise ConfigError(f"{section}: expected a non-empty mapping of name -> entry")
+        for name in entries:
+            _check_name(section, name)
+        sections[section] = {n: _entry(section, n, d, regs[section]) for n, d in entries.items()}
+    grid = validate_model(GridConfig, raw["grid"], "grid")
+    for field, section in (("defenses", "defenses"), ("reversions", "reversions"),
+                           ("victims", "models"), ("attacks", "attacks")):
+        values = getattr(grid, field)
+        if len(set(values)) != len(values):
+            raise ConfigError(f"grid.{field}: names repeat ({values}); list each once")
+        for value in values:
+            if value not in sections[section]:
+                raise ConfigError(
+                    f"grid.{field}: '{value}' is not defined in {section}; {closest(value, list(sections[section]))}"
+                )
+    for section in ("defenses", "reversions", "models"):
+        for name, cfg in sections[section].items():
+            for ref in model_refs(cfg):
+                if ref not in sections["models"]:
+                    raise ConfigError(
+                        f"{section}.{name}: model '{ref}' is not defined in models; "
+                        f"{closest(ref, list(sections['models']))}"
+                    )
+    return Params(
+        raw=raw,
+        dataset=dataset,
+        grid=grid,
+        metrics=validate_model(MetricsConfig, raw.get("metrics", {}), "metrics"),
+        runtime=validate_model(RuntimeConfig, raw.get("runtime", {}), "runtime"),
+        report=validate_model(ReportConfig, raw.get("report", {}), "report"),
+        **sections,
+    )
+
+
+def load(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read and validate a params file (YAML is parsed safely; nothing in it is evaluated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found; run from the project root or pass --params PATH")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax") from None
+    return parse(raw, str(path))

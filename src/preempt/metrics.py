@@ -1,0 +1,66 @@
+"""Per-cell metrics: accuracy, SSIM, LPIPS, Lp distances (library implementations where they exist)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+_LPIPS_WEIGHTS = {"alex": ("alexnet", "AlexNet_Weights"), "vgg": ("vgg16", "VGG16_Weights"),
+                  "squeeze": ("squeezenet1_1", "SqueezeNet1_1_Weights")}
+
+
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    with torch.inference_mode():
+        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy in percent."""
+    return 100.0 * float((pred == y).float().mean()) if len(y) else float("nan")
+
+
+def distances(x: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    """Mean per-image Linf and L2 distance of ``x`` to ``ref`` (pixel scale [0, 1])."""
+    d = (x - ref).flatten(1)
+    return {"linf": float(d.abs().amax(1).mean()), "l2": float(d.norm(dim=1).mean())}
+
+
+def ssim(x: torch.Tensor, ref: torch.Tensor, kernel_size: int = 11, sigma: float = 1.5) -> float:
+    """Mean SSIM (torchmetrics); the Gaussian window is capped at the image side (odd)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    side = min(x.shape[-2:])
+    k = min(kernel_size, side if side % 2 else side - 1)
+    return float(structural_similarity_index_measure(x.float(), ref.float(), data_range=1.0,
+                                                     kernel_size=k, sigma=sigma))
+
+
+def lpips_weights_file(net: str) -> Path:
+    import torchvision.models as tvm
+
+    weights = getattr(tvm, _LPIPS_WEIGHTS[net][1]).DEFAULT
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def lpips(x: torch.Tensor, ref: torch.Tensor, net: str = "alex") -> tuple[float | None, str]:
+    """LPIPS (torchmetrics) when the ImageNet backbone weights are on disk; else (None, why).
+
+    torchmetrics ships LPIPS' linear heads but the backbone comes from torchvision's download,
+    which offline machines do not have: we never trigger that download from a stage.
+    """
+    weights = lpips_weights_file(net)
+    if not weights.is_file():
+        return None, f"LPIPS needs torchvision's {net} ImageNet weights at {weights}; absent (offline)"
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+
+    metric = LearnedPerceptualImagePatchSimilarity(net_type=net, normalize=True)
+    a, b = x.float(), ref.float()
+    if a.shape[1] == 1:
+        a, b = a.repeat(1, 3, 1, 1), b.repeat(1, 3, 1, 1)
+    if min(a.shape[-2:]) < 32:  # the backbones need some spatial extent
+        a = nn.functional.interpolate(a, size=32, mode="bilinear", align_corners=False)
+        b = nn.functional.interpolate(b, size=32, mode="bilinear", align_corners=False)
+    return float(metric(a, b)), ""

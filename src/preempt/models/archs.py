@@ -1,0 +1,95 @@
+"""Small architectures for the embedded default, plus the CIFAR ResNet family.
+
+``resnet{8,20,32,44,56}`` follow He et al.'s CIFAR ResNet with the "option A" parameter-free
+shortcut, with parameter names that match the akamaster CIFAR-10 checkpoints (conv1/bn1/layerK/
+linear), so those weights load into ``resnet20..56`` unchanged. ``resnet8`` (one block per stage)
+is the same design sized for 8x8 digits.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ARCHS
+
+
+@ARCHS.register("mlp", None)  # type: ignore[arg-type]
+def mlp(in_shape: tuple[int, int, int], n_classes: int, hidden: int = 256) -> nn.Module:
+    c, h, w = in_shape
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+        nn.Linear(hidden, n_classes),
+    )
+
+
+@ARCHS.register("cnn", None)  # type: ignore[arg-type]
+def cnn(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(in_shape[0], 32, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(), nn.Linear(256, 128), nn.ReLU(), nn.Linear(128, n_classes),
+    )
+
+
+class _ShortcutA(nn.Module):
+    """Parameter-free shortcut: subsample by 2 and zero-pad channels equally on both sides."""
+
+    def __init__(self, planes: int) -> None:
+        super().__init__()
+        self.pad = planes // 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = (
+            _ShortcutA(planes) if stride != 1 or in_planes != planes else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, n_blocks: int, in_channels: int = 3, n_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 16, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        planes = 16
+        layers = []
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            blocks = []
+            for i in range(n_blocks):
+                blocks.append(BasicBlock(planes, width, stride if i == 0 else 1))
+                planes = width
+            layers.append(nn.Sequential(*blocks))
+        self.layer1, self.layer2, self.layer3 = layers
+        self.linear = nn.Linear(64, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        return self.linear(out)
+
+
+def _resnet(n_blocks: int, in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    return CifarResNet(n_blocks, in_shape[0], n_classes)
+
+
+for _depth in (8, 20, 32, 44, 56):
+    ARCHS.register(f"resnet{_depth}", None)(partial(_resnet, (_depth - 2) // 6))  # type: ignore[arg-type]

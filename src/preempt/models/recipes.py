@@ -1,0 +1,62 @@
+"""Training recipes: how each minibatch is turned into the inputs the model is trained on.
+
+``standard`` trains on clean images; ``pgd_at`` is Madry et al.'s PGD adversarial training;
+``fgsm_at`` is Wong et al.'s "fast" adversarial training (FGSM from a random start, step
+1.25*eps). Adversarial inputs are crafted with the model in eval mode (BatchNorm statistics are
+not updated by attack iterations), then the update runs in train mode.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from ..attacks import input_grad, project, signed_step, uniform_ball
+from ..attacks.pgd import pgd
+from ..registry import MethodConfig, Registry
+
+Recipe = Callable[..., torch.Tensor]
+RECIPES: Registry[Recipe] = Registry("training recipe", "preempt.models")
+
+
+class StandardRecipe(MethodConfig):
+    method: Literal["standard"] = "standard"
+
+
+class PGDRecipe(MethodConfig):
+    method: Literal["pgd_at"] = "pgd_at"
+    eps: float = Field(ge=0, le=1)
+    steps: int = Field(7, ge=1)
+    alpha: float | None = Field(None, gt=0, description="default 2.5*eps/steps")
+    norm: Literal["Linf", "L2"] = "Linf"
+
+
+class FGSMRecipe(MethodConfig):
+    method: Literal["fgsm_at"] = "fgsm_at"
+    eps: float = Field(ge=0, le=1)
+    alpha: float | None = Field(None, gt=0, description="default 1.25*eps")
+    norm: Literal["Linf", "L2"] = "Linf"
+
+
+@RECIPES.register("standard", StandardRecipe)
+def standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: StandardRecipe,
+             generator: torch.Generator) -> torch.Tensor:
+    return x
+
+
+@RECIPES.register("pgd_at", PGDRecipe)
+def pgd_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: PGDRecipe,
+           generator: torch.Generator) -> torch.Tensor:
+    alpha = cfg.alpha if cfg.alpha is not None else 2.5 * cfg.eps / cfg.steps
+    return pgd(model, x, y, eps=cfg.eps, alpha=alpha, steps=cfg.steps, norm=cfg.norm, generator=generator)
+
+
+@RECIPES.register("fgsm_at", FGSMRecipe)
+def fgsm_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: FGSMRecipe,
+            generator: torch.Generator) -> torch.Tensor:
+    alpha = cfg.alpha if cfg.alpha is not None else 1.25 * cfg.eps
+    start = project(x + uniform_ball(x.shape, cfg.eps, cfg.norm, generator, x.device), x, cfg.eps, cfg.norm)
+    return project(start + signed_step(input_grad(model, start, y), alpha, cfg.norm), x, cfg.eps, cfg.norm)

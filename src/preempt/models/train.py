@@ -1,0 +1,140 @@
+"""``source: train``: the pipeline trains the model itself and caches it as a stage output."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from .. import artifacts
+from ..errors import ConfigError
+from ..registry import MethodConfig, closest
+from . import ARCHS, SOURCES, Normalized
+from .recipes import RECIPES
+
+
+class TrainConfig(MethodConfig):
+    source: Literal["train"] = "train"
+    arch: str
+    recipe: dict[str, Any] = Field(default_factory=lambda: {"method": "standard"})
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+
+    def code_modules(self) -> list[str]:
+        return [ARCHS[self.arch].module, RECIPES[self.recipe["method"]].module]
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        if v not in ARCHS:
+            raise ValueError(f"unknown architecture {v!r}; {closest(v, ARCHS.names())}")
+        return v
+
+    @field_validator("recipe")
+    @classmethod
+    def _recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from ..config import validate_model
+
+        method = v.get("method", "<missing>")
+        if method not in RECIPES:
+            raise ValueError(f"unknown training recipe {method!r}; {closest(str(method), RECIPES.names())}")
+        try:
+            return validate_model(RECIPES[method].config, v, "recipe").model_dump()
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+
+
+def build(cfg: TrainConfig, split: Any) -> nn.Module:
+    """The wrapped, randomly initialised network for ``cfg`` (init is seeded by ``cfg.seed``)."""
+    torch.manual_seed(cfg.seed)
+    net = ARCHS[cfg.arch].fn(tuple(split.x.shape[1:]), len(split.classes))
+    return Normalized(net, split.mean, split.std)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    model.eval()
+    with torch.inference_mode():
+        correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
+                      for i in range(0, len(x), batch_size))
+    return 100.0 * correct / max(len(x), 1)
+
+
+def fit(cfg: TrainConfig, train: Any, device: torch.device, desc: str = "train") -> nn.Module:
+    """Minibatch Adam over ``cfg.epochs``; each batch is transformed by the recipe first."""
+    from ..runtime import generator, progress
+
+    model = build(cfg, train).to(device)
+    recipe = RECIPES[cfg.recipe["method"]]
+    rcfg = recipe.config.model_validate(cfg.recipe)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = generator(cfg.seed + 1)
+    x_all, y_all = train.x.to(device), train.y.to(device)
+    for _ in progress(range(cfg.epochs), desc=desc):
+        order = torch.randperm(len(y_all), generator=gen).to(device)
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i:i + cfg.batch_size]
+            x, y = x_all[idx], y_all[idx]
+            model.eval()
+            x_in = recipe.fn(model, x, y, cfg=rcfg, generator=gen)
+            model.train()
+            loss = nn.functional.cross_entropy(model(x_in.detach()), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return model.eval()
+
+
+class TrainSource:
+    @staticmethod
+    def materialize(name: str, cfg: TrainConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
+        from ..dag import data_path
+
+        train, _ = artifacts.load(data_path("train"))
+        test, _ = artifacts.load(data_path("test"))
+        split = _split(train, params)
+        t0 = time.perf_counter()
+        model = fit(cfg, split, device, desc=f"train {name}")
+        seconds = time.perf_counter() - t0
+        acc = accuracy(model, test["x"].to(device), test["y"].to(device))
+        net = model.net.cpu()
+        artifacts.save(out, dict(net.state_dict()), {
+            "stage": "model", "model": name, "arch": cfg.arch, "recipe": cfg.recipe,
+            "seed": cfg.seed, "wall_seconds": seconds, "device": str(device), "clean_acc": acc,
+            "params_hash": artifacts.params_hash(cfg.model_dump()),
+        })
+        return {"clean_acc": acc, "seconds": seconds}
+
+    @staticmethod
+    def load(name: str, cfg: TrainConfig, params: Any, path: str) -> nn.Module:
+        from ..dag import data_path
+
+        state, _ = artifacts.load(path)
+        model = build(cfg, _Shape(artifacts.load_meta(data_path("test"))))
+        model.net.load_state_dict(state)
+        return model
+
+
+class _Shape:
+    """What ``build`` needs to know about a split, read from the data artifact's sidecar."""
+
+    def __init__(self, meta: dict[str, Any]) -> None:
+        self.x = torch.empty(1, *meta["image_shape"])
+        self.classes = tuple(meta["classes"])
+        self.mean, self.std = tuple(meta["mean"]), tuple(meta["std"])
+
+
+def _split(data: dict[str, torch.Tensor], params: Any) -> Any:
+    from ..dag import data_path
+
+    split = _Shape(artifacts.load_meta(data_path("train")))
+    split.x, split.y = data["x"], data["y"]  # type: ignore[attr-defined]
+    return split
+
+
+SOURCES.register("train", TrainConfig)(TrainSource)  # type: ignore[arg-type]

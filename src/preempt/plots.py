@@ -1,0 +1,75 @@
+"""Tables and figures the report notebooks show (kept here so notebooks stay thin and tested)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+
+def accuracy_table(df: pd.DataFrame, reversion: str = "none") -> pd.DataFrame:
+    """Per victim: clean accuracy and robust accuracy per attack, for each defense (incl. none)."""
+    sub = df[df["reversion"] == reversion]
+    clean = sub.groupby(["victim", "defense"])["clean_acc"].first().unstack("defense")
+    clean.columns = pd.MultiIndex.from_product([["clean"], clean.columns])
+    robust = sub.pivot_table(index="victim", columns=["attack", "defense"], values="robust_acc")
+    return pd.concat([clean, robust], axis=1).round(1)
+
+
+def reversion_table(df: pd.DataFrame, attack: str) -> pd.DataFrame:
+    """Robust accuracy under ``attack`` after each reversion (rows: defense, victim)."""
+    sub = df[df["attack"] == attack]
+    return sub.pivot_table(index=["defense", "victim"], columns="reversion", values="robust_acc").round(1)
+
+
+def summary_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean over victims per defense/reversion/attack, with image quality and defense time."""
+    return (df.groupby(["defense", "reversion", "attack"])
+            .agg(clean_acc=("clean_acc", "mean"), robust_acc=("robust_acc", "mean"), ssim=("ssim", "mean"),
+                 linf=("linf", "mean"), sec_per_image=("sec_per_image", "mean"))
+            .round(4))
+
+
+def accuracy_figure(df: pd.DataFrame, path: str | Path, reversion: str = "none") -> None:
+    import matplotlib.pyplot as plt
+
+    sub = df[df["reversion"] == reversion]
+    attacks = sorted(sub["attack"].unique())
+    fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 3.5), squeeze=False)
+    for ax, attack in zip(axes[0], attacks):
+        piv = sub[sub["attack"] == attack].pivot_table(index="victim", columns="defense", values="robust_acc")
+        piv.plot.bar(ax=ax, rot=20)
+        ax.set_title(f"robust accuracy under {attack}")
+        ax.set_ylabel("%")
+        ax.set_ylim(0, 100)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def examples_figure(x: torch.Tensor, res: dict[str, torch.Tensor], path: str | Path, n: int = 8,
+                    gain: float = 10.0) -> None:
+    """Originals, each defense's REs, and their perturbations amplified by ``gain`` around gray."""
+    import matplotlib.pyplot as plt
+
+    defs = [d for d in res if not torch.equal(res[d][:n], x[:n])]
+    rows = 1 + 2 * len(defs)
+    fig, axes = plt.subplots(rows, n, figsize=(1.2 * n, 1.3 * rows), squeeze=False)
+
+    def show(ax, img: torch.Tensor, title: str | None) -> None:  # type: ignore[no-untyped-def]
+        img = img.clamp(0, 1).permute(1, 2, 0).numpy()
+        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if title:
+            ax.set_ylabel(title, fontsize=7)
+
+    for j in range(n):
+        show(axes[0][j], x[j], "original" if j == 0 else None)
+        for i, d in enumerate(defs):
+            show(axes[1 + 2 * i][j], res[d][j], f"RE {d}" if j == 0 else None)
+            show(axes[2 + 2 * i][j], 0.5 + gain * (res[d][j] - x[j]), f"x{gain:g} diff" if j == 0 else None)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

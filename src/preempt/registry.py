@@ -1,0 +1,107 @@
+"""Name -> implementation registries (defenses, attacks, reversions, datasets, architectures...).
+
+Modelled on RobustBench's zoo and torchattacks' uniform interface: every entry is looked up by the
+name that ``params.yaml`` uses and comes with a pydantic config class that validates its
+parameters. Adding a method = one new module that calls ``REGISTRY.register`` + one params entry;
+the package ``__init__`` imports every module of the package so nothing else needs editing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from .errors import ConfigError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class MethodConfig(BaseModel):
+    """Base of every entry's config: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def code_modules(self) -> list[str]:
+        """Extra modules (beyond the registry entry's) whose code this entry runs."""
+        return []
+
+
+class ModelRef(str):
+    """Marker used in ``Annotated[str, ModelRef]``: the field names an entry of ``models``."""
+
+
+def model_refs(cfg: BaseModel) -> list[str]:
+    """Model names an entry depends on, in field order (drives the DAG's dependencies)."""
+    refs: list[str] = []
+    for name, field in type(cfg).model_fields.items():
+        if ModelRef in field.metadata:
+            value = getattr(cfg, name)
+            if value is not None and value not in refs:
+                refs.append(value)
+    return refs
+
+
+def closest(name: str, choices: list[str] | tuple[str, ...]) -> str:
+    """' Did you mean X?' for the nearest valid name, or the list of valid names."""
+    match = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.5)
+    if match:
+        return f"did you mean '{match[0]}'?"
+    return "valid: " + ", ".join(sorted(choices)) if choices else "none are defined"
+
+
+@dataclass(frozen=True)
+class Entry(Generic[F]):
+    name: str
+    fn: F
+    config: type[MethodConfig]
+    module: str  # the source module: a code dependency of the stages that use this entry
+
+
+class Registry(Generic[F]):
+    """A named family of implementations, e.g. ``DEFENSES['mcgs']``."""
+
+    def __init__(self, kind: str, package: str, key: str = "method") -> None:
+        self.kind = kind
+        self.key = key  # the params.yaml field that selects the entry
+        self._package = package
+        self._entries: dict[str, Entry[F]] = {}
+        self._loaded = False
+
+    def register(self, name: str, config: type[MethodConfig]) -> Callable[[F], F]:
+        def deco(fn: F) -> F:
+            if name in self._entries:
+                raise RuntimeError(f"{self.kind} '{name}' registered twice")
+            module = getattr(fn, "__module__", None) or getattr(getattr(fn, "func", None), "__module__", "")
+            self._entries[name] = Entry(name, fn, config, module)
+            return fn
+
+        return deco
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            pkg = importlib.import_module(self._package)
+            for mod in pkgutil.iter_modules(pkg.__path__):
+                importlib.import_module(f"{self._package}.{mod.name}")
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def __getitem__(self, name: str) -> Entry[F]:
+        self._load()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown {self.kind} '{name}': {closest(name, self.names())}"
+            ) from None
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._entries

@@ -1,0 +1,26 @@
+"""Reversion registry: what an adaptive attacker does to a robust example before attacking it.
+
+Uniform signature: ``revert(x_r, *, cfg, redefend, generator) -> x_tilde`` where
+``redefend(x, roles)`` re-runs the cell's defense on ``x`` with the given models in its roles
+(role -> model name). ``none`` passes the RE through, so every grid cell has the same shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal
+
+import torch
+
+from ..registry import MethodConfig, Registry
+
+Reversion = Callable[..., torch.Tensor]
+REVERSIONS: Registry[Reversion] = Registry("reversion", __name__)
+
+
+class NoReversion(MethodConfig):
+    method: Literal["none"] = "none"
+
+
+@REVERSIONS.register("none", NoReversion)
+def none(x_r: torch.Tensor, **_: Any) -> torch.Tensor:
+    return x_r.clone()

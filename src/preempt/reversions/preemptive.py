@@ -1,0 +1,30 @@
+"""Preemptive reversion: the adaptive attack on any preemptive defense.
+
+The attacker re-runs the defense on the robust example with its own models and reflects the
+result: x~ = clip(x_r - (defend(x_r) - x_r), 0, 1). White-box: the defender's backbone and
+classifier; gray-box: same architecture, other weights; black-box: another architecture. Which
+one a config entry is follows from the models it names.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal
+
+import torch
+
+from ..defenses import ModelName
+from ..registry import MethodConfig
+from . import REVERSIONS
+
+
+class PreemptiveConfig(MethodConfig):
+    method: Literal["preemptive"] = "preemptive"
+    backbone: ModelName
+    classifier: ModelName | None = None  # labels for the re-run; default: the attacker's backbone
+
+
+@REVERSIONS.register("preemptive", PreemptiveConfig)
+def preemptive(x_r: torch.Tensor, *, cfg: PreemptiveConfig,
+               redefend: Callable[[torch.Tensor, dict[str, str]], torch.Tensor], **_: Any) -> torch.Tensor:
+    x_def = redefend(x_r, {"backbone": cfg.backbone, "classifier": cfg.classifier or cfg.backbone})
+    return (x_r - (x_def - x_r)).clamp(0.0, 1.0)
