@@ -1,0 +1,9 @@
+# one grid cell: attack + metrics -> results/adv/..., results/cells/{defense}/{reversion}/{victim}/{attack}.json
+for st in stages("attack"):
+
+    rule:
+        name: st.rule
+        input: inputs(st)
+        output: outputs(st)
+        resources: mem_mb=16000, runtime=480, gpu=gpus("attack")
+        shell: dvc_run(st)

@@ -1,0 +1,9 @@
+# dataset -> results/data/{train,test}.pt
+for st in stages("data"):
+
+    rule:
+        name: st.rule
+        input: inputs(st)
+        output: outputs(st)
+        resources: mem_mb=4000, runtime=30
+        shell: dvc_run(st)

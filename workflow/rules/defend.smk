@@ -1,0 +1,9 @@
+# robust examples, one job per defense -> results/re/{defense}.pt
+for st in stages("defend"):
+
+    rule:
+        name: st.rule
+        input: inputs(st)
+        output: outputs(st)
+        resources: mem_mb=16000, runtime=240, gpu=gpus("defend")
+        shell: dvc_run(st)

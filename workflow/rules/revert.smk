@@ -1,0 +1,9 @@
+# adaptive attacker's input per defense x reversion -> results/inputs/{defense}/{reversion}.pt
+for st in stages("revert"):
+
+    rule:
+        name: st.rule
+        input: inputs(st)
+        output: outputs(st)
+        resources: mem_mb=16000, runtime=240, gpu=gpus("revert")
+        shell: dvc_run(st)
