@@ -6,4 +6,5 @@ for st in stages("attack"):
         input: inputs(st)
         output: outputs(st)
         resources: mem_mb=16000, runtime=480, gpu=gpus("attack")
-        shell: dvc_run(st)
+        params: cmd=dvc_run(st)  # bound now: shell bodies run later, after the loop
+        shell: "{params.cmd}"

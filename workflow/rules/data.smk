@@ -6,4 +6,5 @@ for st in stages("data"):
         input: inputs(st)
         output: outputs(st)
         resources: mem_mb=4000, runtime=30
-        shell: dvc_run(st)
+        params: cmd=dvc_run(st)  # bound now: shell bodies run later, after the loop
+        shell: "{params.cmd}"

@@ -6,4 +6,5 @@ for st in stages("defend"):
         input: inputs(st)
         output: outputs(st)
         resources: mem_mb=16000, runtime=240, gpu=gpus("defend")
-        shell: dvc_run(st)
+        params: cmd=dvc_run(st)  # bound now: shell bodies run later, after the loop
+        shell: "{params.cmd}"

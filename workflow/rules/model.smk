@@ -6,4 +6,5 @@ for st in stages("model"):
         input: inputs(st)
         output: outputs(st)
         resources: mem_mb=16000, runtime=720, gpu=gpus("model")
-        shell: dvc_run(st)
+        params: cmd=dvc_run(st)  # bound now: shell bodies run later, after the loop
+        shell: "{params.cmd}"

@@ -7,4 +7,5 @@ for st in stages("aggregate") + stages("report"):
         output: outputs(st)
         localrule: True
         resources: mem_mb=4000, runtime=30
-        shell: dvc_run(st)
+        params: cmd=dvc_run(st)  # bound now: shell bodies run later, after the loop
+        shell: "{params.cmd}"

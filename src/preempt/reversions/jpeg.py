@@ -1,4 +1,6 @@
-"""JPEG compression of the robust example (torchvision's libjpeg), a classic input transform."""
+"""JPEG compression of the robust example (Pillow's libjpeg), a classic input transform.
+
+Pillow rather than torchvision.io: torchvision 0.29 deprecated its image codecs."""
 
 from __future__ import annotations
 
@@ -18,11 +20,19 @@ class JPEGConfig(MethodConfig):
 
 def jpeg(x: torch.Tensor, quality: int) -> torch.Tensor:
     """Round-trip every image through JPEG at ``quality`` (uint8 quantisation included)."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+    import io
 
-    u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8).cpu()
-    out = [decode_jpeg(encode_jpeg(img, quality=quality)) for img in u8]
-    return torch.stack(out).to(x.device, x.dtype) / 255.0
+    import numpy as np
+    from PIL import Image
+
+    u8 = (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    out = []
+    for img in u8:
+        buf = io.BytesIO()
+        Image.fromarray(img.squeeze(-1) if img.shape[-1] == 1 else img).save(buf, format="JPEG", quality=quality)
+        dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())))
+        out.append(dec.reshape(img.shape))
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.device, x.dtype) / 255.0
 
 
 @REVERSIONS.register("jpeg", JPEGConfig)

@@ -56,6 +56,7 @@ def run(ctx: Context, notebook: str) -> None:
             tmp_nb.write_text(text)
             if figs.exists():
                 shutil.rmtree(figs)
+            tmp_figs.chmod(0o755)  # mkdtemp makes it private
             os.replace(tmp_figs, figs)
     finally:
         if tmp_figs.exists():

@@ -1,0 +1,43 @@
+"""Shared fixtures: small deterministic models so unit tests never depend on pipeline outputs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("PREEMPT_PROGRESS", "0")
+
+
+class Linear(nn.Module):
+    """A fixed random linear classifier on 1x8x8 images (convex CE loss in x)."""
+
+    def __init__(self, seed: int = 0, n_classes: int = 10) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w = nn.Parameter(torch.randn(n_classes, 64, generator=g), requires_grad=False)
+        self.b = nn.Parameter(torch.randn(n_classes, generator=g), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) @ self.w.t() + self.b
+
+
+@pytest.fixture
+def linear() -> nn.Module:
+    return Linear(0).eval()
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    return torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="session")
+def params():
+    from preempt import config
+
+    return config.load(ROOT / "params.yaml")

@@ -1,0 +1,60 @@
+"""The artifact format: round trip, checksums, atomic writes, weights_only loading."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from preempt import artifacts
+from preempt.errors import PreemptError
+
+
+def test_round_trip_with_sidecar(tmp_path) -> None:
+    p = tmp_path / "a.pt"
+    artifacts.save(p, {"x": torch.arange(6.0).view(2, 3)}, {"stage": "t", "seed": 3})
+    data, meta = artifacts.load(p)
+    assert torch.equal(data["x"], torch.arange(6.0).view(2, 3))
+    assert meta["stage"] == "t" and meta["seed"] == 3 and meta["shapes"] == {"x": [2, 3]}
+    assert {"torch", "python", "preempt"} <= set(meta["versions"])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_corrupted_file_is_refused(tmp_path) -> None:
+    p = tmp_path / "a.pt"
+    artifacts.save(p, {"x": torch.ones(100)}, {})
+    blob = p.read_bytes()
+    p.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(PreemptError, match="checksum does not match"):
+        artifacts.load(p)
+
+
+def test_missing_sidecar_is_refused(tmp_path) -> None:
+    p = tmp_path / "a.pt"
+    artifacts.save(p, {"x": torch.ones(1)}, {})
+    artifacts.sidecar(p).unlink()
+    with pytest.raises(PreemptError, match="sidecar"):
+        artifacts.load(p)
+
+
+def test_pickled_objects_are_refused(tmp_path) -> None:
+    class Payload:
+        def __reduce__(self):  # noqa: D105
+            return (print, ("pwned",))
+
+    p = tmp_path / "evil.pt"
+    torch.save({"x": Payload()}, p)
+    (tmp_path / "evil.json").write_text('{"sha256": "%s"}' % artifacts.sha256(p))
+    with pytest.raises(PreemptError, match="cannot be loaded safely"):
+        artifacts.load(p)
+    assert pickle  # the payload class is the point of this test
+
+
+def test_interrupted_write_leaves_nothing(tmp_path) -> None:
+    p = tmp_path / "out.txt"
+    with pytest.raises(RuntimeError):
+        with artifacts.atomic_path(p) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []

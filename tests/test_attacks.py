@@ -1,0 +1,64 @@
+"""Attacks and reversions keep their budgets and do what their names say."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from preempt.attacks import ATTACKS, project, uniform_ball
+from preempt.attacks.autoattack import AutoAttackConfig
+from preempt.attacks.pgd import PGDConfig
+from preempt.reversions import REVERSIONS
+from preempt.reversions.jpeg import JPEGConfig
+from preempt.runtime import generator
+
+
+def acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((model(x).argmax(1) == y).float().mean())
+
+
+def test_projection_linf_and_l2() -> None:
+    c = torch.full((4, 1, 8, 8), 0.5)
+    x = torch.rand(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    assert ((project(x, c, 0.1, "Linf") - c).abs() <= 0.1 + 1e-7).all()
+    assert ((project(x, c, 0.3, "L2") - c).flatten(1).norm(dim=1) <= 0.3 + 1e-6).all()
+
+
+def test_uniform_ball_is_inside_the_ball() -> None:
+    g = generator(0)
+    assert (uniform_ball(torch.Size([8, 1, 8, 8]), 0.2, "Linf", g).abs() <= 0.2).all()
+    assert (uniform_ball(torch.Size([8, 1, 8, 8]), 0.2, "L2", g).flatten(1).norm(dim=1) <= 0.2 + 1e-6).all()
+
+
+def test_pgd_stays_in_budget_and_fools_the_model(linear, images) -> None:
+    y = linear(images).argmax(1)
+    cfg = PGDConfig(eps=0.3, steps=20)
+    adv = ATTACKS["pgd"].fn(linear, images, y, cfg=cfg, generator=generator(0))
+    assert ((adv - images).abs().amax() <= 0.3 + 1e-6)
+    assert adv.min() >= 0 and adv.max() <= 1
+    assert acc(linear, adv, y) < acc(linear, images, y)
+
+
+def test_autoattack_runs_pyautoattack_within_budget(linear, images) -> None:
+    y = linear(images).argmax(1)
+    cfg = AutoAttackConfig(eps=0.3, attacks=["apgd-ce"], n_iter=10)
+    adv = ATTACKS["autoattack"].fn(linear, images, y, cfg=cfg, generator=generator(0))
+    assert adv.shape == images.shape
+    assert (adv - images).abs().amax() <= 0.3 + 1e-5
+    assert acc(linear, adv, y) < 1.0
+
+
+def test_autoattack_n_ex_limits_the_images(linear, images) -> None:
+    y = linear(images).argmax(1)
+    cfg = AutoAttackConfig(eps=0.1, attacks=["apgd-ce"], n_iter=5, n_ex=5)
+    assert ATTACKS["autoattack"].fn(linear, images, y, cfg=cfg, generator=generator(0)).shape[0] == 5
+
+
+def test_jpeg_reversion_changes_images_within_range(images) -> None:
+    out = REVERSIONS["jpeg"].fn(images, cfg=JPEGConfig(quality=50), redefend=None, generator=None)
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    assert not torch.allclose(out, images)
+
+
+def test_none_reversion_is_identity(images) -> None:
+    assert torch.equal(REVERSIONS["none"].fn(images), images)

@@ -1,0 +1,156 @@
+"""The whole workflow on a tiny config, through both drivers, in a temporary copy of the repo.
+
+Pins the contract of the foundation: metrics table and executed notebooks come out; after a
+Snakemake run `dvc status` is clean and `dvc repro` reruns nothing; after `dvc repro`,
+`snakemake -n` has nothing to do; editing one defense parameter reruns only that defense's cells;
+both drivers give the same numbers; bad params fail before any job with one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.pipeline
+TIMING = ["sec_per_image", "attack_sec_per_image"]
+
+
+def tiny_params() -> dict:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["dataset"]["n_eval"] = 40
+    keep = ["classifier", "backbone", "victim_mlp", "victim_mlp_at"]
+    raw["models"] = {k: raw["models"][k] for k in keep}
+    for m in raw["models"].values():
+        m["epochs"] = 2
+        if m["recipe"]["method"] == "pgd_at":
+            m["recipe"]["steps"] = 2
+    raw["defenses"]["mcgs"]["n_samples"] = 4
+    raw["reversions"] = {k: raw["reversions"][k] for k in ("none", "white", "jpeg")}
+    raw["attacks"]["pgd"]["steps"] = 3
+    raw["attacks"]["autoattack"].update(attacks=["apgd-ce"], n_iter=5)
+    raw["grid"] = {"defenses": ["none", "mcgs"], "reversions": ["none", "white", "jpeg"],
+                   "victims": ["victim_mlp", "victim_mlp_at"], "attacks": ["pgd", "autoattack"]}
+    raw["report"]["n_examples"] = 4
+    return raw
+
+
+def run(cmd: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PREEMPT_PROGRESS": "0"}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=1200)
+    if ok and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def make_workspace(dest: Path, params: dict) -> Path:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dest / f)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "init", "-q"], dest)
+    return dest
+
+
+def jobs_planned(cwd: Path) -> dict[str, int]:
+    """Rule -> count from `snakemake -n` (empty when there is nothing to do)."""
+    out = run(["snakemake", "-n", "--cores", "2"], cwd).stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+(\d+)\s*$", table, re.M)}
+
+
+def dvc_clean(cwd: Path) -> bool:
+    return "Data and pipelines are up to date" in run(["dvc", "status"], cwd).stdout
+
+
+def metrics(cwd: Path) -> pd.DataFrame:
+    return pd.read_csv(cwd / "results" / "metrics.csv")
+
+
+@pytest.fixture(scope="module")
+def snake(tmp_path_factory) -> Path:
+    ws = make_workspace(tmp_path_factory.mktemp("snake"), tiny_params())
+    run(["snakemake", "--cores", "2"], ws)
+    shutil.copy(ws / "results" / "metrics.csv", ws / "first_run_metrics.csv")  # reference for later tests
+    return ws
+
+
+def test_snakemake_produces_metrics_and_reports(snake: Path) -> None:
+    df = metrics(snake)
+    assert len(df) == 2 * 3 * 2 * 2
+    for col in ["dataset", "defense", "victim", "attack", "reversion", "n", "clean_acc", "robust_acc", "ssim",
+                "linf", "l2", "sec_per_image", "lpips"]:
+        assert col in df.columns
+    assert (df["n"] == 40).all()
+    assert df["robust_acc"].between(0, 100).all() and df["clean_acc"].between(0, 100).all()
+    none = df[df.defense == "none"]
+    assert (none[none.reversion == "none"]["linf"] == 0).all()
+    mcgs = df[(df.defense == "mcgs") & (df.reversion == "none")]
+    assert (mcgs["linf"] <= 0.1 + 1e-6).all() and (mcgs["linf"] > 0).all()
+    assert (df["adv_linf"] <= 0.1 + 1e-5).all()  # attack budgets measured from the attacker's input
+    nb = json.loads((snake / "reports" / "results.ipynb").read_text())
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    assert outputs and not any(o.get("output_type") == "error" for o in outputs)
+    assert {p.name for p in (snake / "reports" / "figures" / "results").glob("*.png")} == {"accuracy.png", "examples.png"}
+
+
+def test_after_snakemake_dvc_is_clean_and_nothing_reruns(snake: Path) -> None:
+    assert dvc_clean(snake)
+    assert jobs_planned(snake) == {}
+    lock = (snake / "dvc.lock").read_text()
+    out = run(["dvc", "repro"], snake).stdout
+    assert "Running stage" not in out
+    assert (snake / "dvc.lock").read_text() == lock
+    assert jobs_planned(snake) == {}
+
+
+def test_editing_one_defense_reruns_only_its_cells_in_both_drivers(snake: Path) -> None:
+    raw = yaml.safe_load((snake / "params.yaml").read_text())
+    raw["defenses"]["mcgs"]["n_samples"] = 3
+    (snake / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    planned = jobs_planned(snake)
+    expected = {"defend__mcgs", "aggregate", "report__results", "all"}
+    expected |= {f"revert__mcgs__{r}" for r in ("none", "white", "jpeg")}
+    expected |= {f"attack__mcgs__{r}__{v}__{a}" for r in ("none", "white", "jpeg")
+                 for v in ("victim_mlp", "victim_mlp_at") for a in ("pgd", "autoattack")}
+    assert set(planned) == expected
+    # now let DVC do the rerun: Snakemake must agree afterwards, and DVC ran only mcgs stages
+    out = run(["dvc", "repro"], snake).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran and all("mcgs" in s or s in ("aggregate", "report-results") for s in ran)
+    assert jobs_planned(snake) == {}
+    assert dvc_clean(snake)
+
+
+def test_dvc_repro_gives_the_same_results_and_snakemake_agrees(snake: Path, tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, tiny_params())
+    run(["dvc", "repro"], ws)
+    assert jobs_planned(ws) == {}
+    a, b = metrics(ws), pd.read_csv(snake / "first_run_metrics.csv")
+    cols = [c for c in a.columns if c not in TIMING]
+    pd.testing.assert_frame_equal(a[cols], b[cols])  # bit-identical numbers from either driver
+
+
+def test_bad_params_fail_before_any_job_with_one_line(tmp_path: Path) -> None:
+    raw = tiny_params()
+    raw["defenses"]["mcgs"]["n_samples"] = 0
+    ws = make_workspace(tmp_path, raw)
+    proc = run(["snakemake", "-n", "--cores", "2"], ws, ok=False)
+    assert proc.returncode != 0
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("preempt: error:")]
+    assert len(errors) == 1 and "defenses.mcgs.n_samples" in errors[0]
+    assert not (ws / "results").exists()
