@@ -61,6 +61,7 @@ def make_workspace(dest: Path, params: dict) -> Path:
             shutil.copy2(ROOT / f, dest / f)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], dest)
+    run(["python", "-m", "preempt", "dag", "--write"], dest)  # the documented step before `dvc repro`
     return dest
 
 
