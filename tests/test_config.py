@@ -61,6 +61,7 @@ CASES = [
     ("runtime.num_threads", 0, "runtime.num_threads"),
     ("runtime.device", "tpu", "runtime.device"),
     ("metrics.ssim_kernel_size", 1, "metrics.ssim_kernel_size"),
+    ("metrics.ssim_kernel_size", 8, "odd size; use 7 or 9"),
     ("defenz", {}, "unknown section 'defenz'; did you mean 'defenses'"),
     ("grid", DELETE, "required section 'grid' is missing"),
 ]

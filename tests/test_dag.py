@@ -69,3 +69,17 @@ def test_snapshots_are_dated_to_the_params_edit(tmp_path, params, monkeypatch) -
     raw["defenses"]["mcgs"]["n_samples"] = 10
     dag.snapshot_params([st], raw)
     assert abs(snap.stat().st_mtime - os.stat("params.yaml").st_mtime) < 1
+
+
+def test_stale_dvc_yaml_is_refused(tmp_path, params, monkeypatch) -> None:
+    import pytest
+
+    from preempt.errors import PreemptError
+
+    monkeypatch.chdir(tmp_path)
+    stages = dag.build(params)
+    (tmp_path / "dvc.yaml").write_text(dag.dvc_yaml(stages))
+    dag.check_fresh(stages)
+    (tmp_path / "dvc.yaml").write_text(dag.dvc_yaml(stages[:-1]))
+    with pytest.raises(PreemptError, match="out of date"):
+        dag.check_fresh(stages)

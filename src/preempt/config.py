@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .registry import MethodConfig, Registry, closest, model_refs
@@ -32,9 +32,16 @@ class GridConfig(MethodConfig):
 
 
 class MetricsConfig(MethodConfig):
-    ssim_kernel_size: int = Field(11, ge=3, description="odd; must not exceed the image side")
+    ssim_kernel_size: int = Field(11, ge=3, description="odd; capped at the image side")
     ssim_sigma: float = Field(1.5, gt=0)
     lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
+
+    @field_validator("ssim_kernel_size")
+    @classmethod
+    def _odd(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"the SSIM Gaussian window must have an odd size; use {v - 1} or {v + 1}")
+        return v
 
 
 class RuntimeConfig(MethodConfig):

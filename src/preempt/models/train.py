@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -50,11 +51,25 @@ class TrainConfig(MethodConfig):
             raise ValueError(str(err)) from None
 
 
-def build(cfg: TrainConfig, split: Any) -> nn.Module:
+@dataclass(frozen=True)
+class ImageSpec:
+    """What building a model needs to know about the data, read from the data sidecar."""
+
+    shape: tuple[int, int, int]
+    n_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of(cls, data_artifact: str) -> "ImageSpec":
+        meta = artifacts.load_meta(data_artifact)
+        return cls(tuple(meta["image_shape"]), len(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]))  # type: ignore[arg-type]
+
+
+def build(cfg: TrainConfig, spec: ImageSpec) -> nn.Module:
     """The wrapped, randomly initialised network for ``cfg`` (init is seeded by ``cfg.seed``)."""
     torch.manual_seed(cfg.seed)
-    net = ARCHS[cfg.arch].fn(tuple(split.x.shape[1:]), len(split.classes))
-    return Normalized(net, split.mean, split.std)
+    return Normalized(ARCHS[cfg.arch].fn(spec.shape, spec.n_classes), spec.mean, spec.std)
 
 
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
@@ -65,16 +80,17 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return 100.0 * correct / max(len(x), 1)
 
 
-def fit(cfg: TrainConfig, train: Any, device: torch.device, desc: str = "train") -> nn.Module:
+def fit(cfg: TrainConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageSpec, device: torch.device,
+        desc: str = "train") -> nn.Module:
     """Minibatch Adam over ``cfg.epochs``; each batch is transformed by the recipe first."""
     from ..runtime import generator, progress
 
-    model = build(cfg, train).to(device)
+    model = build(cfg, spec).to(device)
     recipe = RECIPES[cfg.recipe["method"]]
     rcfg = recipe.config.model_validate(cfg.recipe)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = generator(cfg.seed + 1)
-    x_all, y_all = train.x.to(device), train.y.to(device)
+    x_all, y_all = x_all.to(device), y_all.to(device)
     for _ in progress(range(cfg.epochs), desc=desc):
         order = torch.randperm(len(y_all), generator=gen).to(device)
         for i in range(0, len(order), cfg.batch_size):
@@ -97,9 +113,8 @@ class TrainSource:
 
         train, _ = artifacts.load(data_path("train"))
         test, _ = artifacts.load(data_path("test"))
-        split = _split(train, params)
         t0 = time.perf_counter()
-        model = fit(cfg, split, device, desc=f"train {name}")
+        model = fit(cfg, train["x"], train["y"], ImageSpec.of(data_path("train")), device, desc=f"train {name}")
         seconds = time.perf_counter() - t0
         acc = accuracy(model, test["x"].to(device), test["y"].to(device))
         net = model.net.cpu()
@@ -115,26 +130,9 @@ class TrainSource:
         from ..dag import data_path
 
         state, _ = artifacts.load(path)
-        model = build(cfg, _Shape(artifacts.load_meta(data_path("test"))))
+        model = build(cfg, ImageSpec.of(data_path("test")))
         model.net.load_state_dict(state)
         return model
-
-
-class _Shape:
-    """What ``build`` needs to know about a split, read from the data artifact's sidecar."""
-
-    def __init__(self, meta: dict[str, Any]) -> None:
-        self.x = torch.empty(1, *meta["image_shape"])
-        self.classes = tuple(meta["classes"])
-        self.mean, self.std = tuple(meta["mean"]), tuple(meta["std"])
-
-
-def _split(data: dict[str, torch.Tensor], params: Any) -> Any:
-    from ..dag import data_path
-
-    split = _Shape(artifacts.load_meta(data_path("train")))
-    split.x, split.y = data["x"], data["y"]  # type: ignore[attr-defined]
-    return split
 
 
 SOURCES.register("train", TrainConfig)(TrainSource)  # type: ignore[arg-type]
