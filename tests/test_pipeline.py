@@ -56,7 +56,7 @@ def make_workspace(dest: Path, params: dict, dag: bool = True) -> Path:
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()
     for f in files:
-        if (ROOT / f).is_file():
+        if (ROOT / f).is_file() and f != "dvc.lock":  # a fresh workspace has no provenance yet
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, dest / f)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
