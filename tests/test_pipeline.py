@@ -136,6 +136,12 @@ def test_editing_one_defense_reruns_only_its_cells_in_both_drivers(snake: Path) 
     assert ran and all("mcgs" in s or s in ("aggregate", "report-results") for s in ran)
     assert jobs_planned(snake) == {}
     assert dvc_clean(snake)
+    # back to the value Snakemake last built with: the outputs are DVC's n_samples=3 ones, so the
+    # same cells must be planned again (stale Snakemake records must not call them up to date)
+    raw["defenses"]["mcgs"]["n_samples"] = 4
+    (snake / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert set(jobs_planned(snake)) == expected
+    assert not dvc_clean(snake)
 
 
 def test_dvc_repro_gives_the_same_results_and_snakemake_agrees(snake: Path, tmp_path: Path) -> None:
