@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
-
 import pytest
 import torch
 
@@ -48,7 +46,6 @@ def test_pickled_objects_are_refused(tmp_path) -> None:
     (tmp_path / "evil.json").write_text('{"sha256": "%s"}' % artifacts.sha256(p))
     with pytest.raises(PreemptError, match="cannot be loaded safely"):
         artifacts.load(p)
-    assert pickle  # the payload class is the point of this test
 
 
 def test_interrupted_write_leaves_nothing(tmp_path) -> None:

@@ -37,7 +37,7 @@ def accuracy_figure(df: pd.DataFrame, path: str | Path, reversion: str = "none")
     sub = df[df["reversion"] == reversion]
     attacks = sorted(sub["attack"].unique())
     fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 3.5), squeeze=False)
-    for ax, attack in zip(axes[0], attacks):
+    for ax, attack in zip(axes[0], attacks, strict=True):
         piv = sub[sub["attack"] == attack].pivot_table(index="victim", columns="defense", values="robust_acc")
         piv.plot.bar(ax=ax, rot=20)
         ax.set_title(f"robust accuracy under {attack}")

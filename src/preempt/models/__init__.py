@@ -55,5 +55,5 @@ def load(name: str, params: Any, device: torch.device | str = "cpu") -> nn.Modul
     from ..dag import model_path
 
     cfg = params.models[name]
-    src = SOURCES[getattr(cfg, "source")].fn
+    src = SOURCES[cfg.source].fn  # type: ignore[attr-defined]
     return frozen(src.load(name, cfg, params, model_path(name)), device)
