@@ -10,7 +10,8 @@ import torch
 from preempt.data import DATASETS
 from preempt.models import ARCHS, Normalized
 from preempt.models.recipes import RECIPES
-from preempt.models.train import ImageSpec, TrainConfig, accuracy, fit
+from preempt.metrics import accuracy, predict
+from preempt.models.train import ImageSpec, TrainConfig, fit
 from preempt.runtime import generator
 
 AKAMASTER = Path(__file__).resolve().parents[2] / "shared" / "weights" / "akamaster-resnet-cifar10"
@@ -54,4 +55,4 @@ def test_training_learns_the_digits() -> None:
     spec = ImageSpec(tuple(train.x.shape[1:]), 10, train.mean, train.std)
     cfg = TrainConfig(arch="mlp", epochs=3)
     model = fit(cfg, train.x, train.y, spec, torch.device("cpu"))
-    assert accuracy(model, test.x, test.y) > 85.0
+    assert accuracy(predict(model, test.x), test.y) > 85.0

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Callable, Literal, Mapping
 import torch
 from torch import nn
 
+from ..metrics import predict
 from ..registry import MethodConfig, ModelRef, Registry
 
 Defense = Callable[..., torch.Tensor]
@@ -46,9 +47,7 @@ def labels(x: torch.Tensor, source: str, models: Mapping[str, nn.Module],
     """
     if source == "ground_truth" and y_true is not None:
         return y_true
-    model = models["backbone" if source == "backbone" else "classifier"]
-    with torch.inference_mode():
-        return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    return predict(models["backbone" if source == "backbone" else "classifier"], x, batch_size)
 
 
 def run(cfg: MethodConfig, x: torch.Tensor, *, models: Mapping[str, nn.Module],

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from .. import artifacts
+from .. import artifacts, metrics
 from ..errors import ConfigError
 from ..registry import MethodConfig, closest
 from . import ARCHS, SOURCES, Normalized
@@ -72,14 +72,6 @@ def build(cfg: TrainConfig, spec: ImageSpec) -> nn.Module:
     return Normalized(ARCHS[cfg.arch].fn(spec.shape, spec.n_classes), spec.mean, spec.std)
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
-    model.eval()
-    with torch.inference_mode():
-        correct = sum(int((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum())
-                      for i in range(0, len(x), batch_size))
-    return 100.0 * correct / max(len(x), 1)
-
-
 def fit(cfg: TrainConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageSpec, device: torch.device,
         desc: str = "train") -> nn.Module:
     """Minibatch Adam over ``cfg.epochs``; each batch is transformed by the recipe first."""
@@ -116,7 +108,7 @@ class TrainSource:
         t0 = time.perf_counter()
         model = fit(cfg, train["x"], train["y"], ImageSpec.of(data_path("train")), device, desc=f"train {name}")
         seconds = time.perf_counter() - t0
-        acc = accuracy(model, test["x"].to(device), test["y"].to(device))
+        acc = metrics.accuracy(metrics.predict(model, test["x"].to(device)), test["y"].to(device))
         net = model.net.cpu()
         artifacts.save(out, dict(net.state_dict()), {
             "stage": "model", "model": name, "arch": cfg.arch, "recipe": cfg.recipe,
