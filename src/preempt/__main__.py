@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("--write", action="store_true", help="write dvc.yaml if it changed")
     dp.add_argument("--check", action="store_true", help="fail if dvc.yaml is stale")
     sub.add_parser("validate", help="validate params.yaml and exit")
+    up = sub.add_parser("use", help="make an experiment file (e.g. config/cifar10.yaml) the active params.yaml")
+    up.add_argument("experiment")
     return ap
 
 
@@ -61,6 +63,17 @@ def main(argv: list[str] | None = None) -> int:
             g = p.grid
             print(f"{args.params}: valid ({len(g.defenses)} defenses x {len(g.reversions)} reversions x "
                   f"{len(g.victims)} victims x {len(g.attacks)} attacks)")
+        elif args.command == "use":
+            from . import config, dag
+            from .artifacts import write_text
+            from pathlib import Path
+
+            p = config.load(args.experiment)  # refuse an invalid experiment before touching params.yaml
+            text = Path(args.experiment).read_text()
+            write_text(dag.PARAMS_FILE, f"# active experiment: copied from {args.experiment} by "
+                       f"`python -m preempt use`; edit here for ablations\n{text}")
+            print(f"{dag.PARAMS_FILE} <- {args.experiment} ({len(dag.build(p))} stages); "
+                  "run `snakemake --cores N` (or `dvc repro`)")
     except PreemptError as err:
         print(f"preempt: error: {err}", file=sys.stderr)
         return 2

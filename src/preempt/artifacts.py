@@ -28,6 +28,11 @@ from . import __version__
 from .errors import PreemptError
 
 
+def user_path(path: str) -> Path:
+    """A path from params.yaml: ``~`` and ``$VARS`` are expanded, nothing else is interpreted."""
+    return Path(os.path.expandvars(os.path.expanduser(path)))
+
+
 def sidecar(path: str | Path) -> Path:
     return Path(path).with_suffix(".json")
 

@@ -1,0 +1,114 @@
+"""``source: file``: a checkpoint on disk (path + sha256 + architecture), e.g. third-party weights.
+
+The stage checks that the file exists and matches its sha256 *before* reading it, loads it with
+``torch.load(weights_only=True)`` (a checkpoint that pickles objects is refused), takes
+``state_dict_key`` out of it if set, strips ``strip_prefix`` (``module.`` from DataParallel),
+loads it strictly into the named architecture, and caches the weights as a pipeline artifact.
+``mean``/``std`` are the normalization the checkpoint was trained with (default: the dataset's).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, field_validator
+from torch import nn
+
+from .. import artifacts, metrics
+from ..errors import PreemptError
+from ..registry import MethodConfig, closest
+from . import ARCHS, SOURCES, Normalized
+
+
+class FileConfig(MethodConfig):
+    source: Literal["file"] = "file"
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="lowercase hex digest of the file")
+    arch: str
+    state_dict_key: str | None = "state_dict"
+    strip_prefix: str = "module."
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def code_modules(self) -> list[str]:
+        return [ARCHS[self.arch].module]
+
+    @field_validator("arch")
+    @classmethod
+    def _arch(cls, v: str) -> str:
+        if v not in ARCHS:
+            raise ValueError(f"unknown architecture {v!r}; {closest(v, ARCHS.names())}")
+        return v
+
+
+def read_checkpoint(cfg: FileConfig) -> dict[str, torch.Tensor]:
+    """The verified state dict of ``cfg.path``; one clear error for each way it can be wrong."""
+    path = artifacts.user_path(cfg.path)
+    if not path.is_file():
+        raise PreemptError(f"model file {path} not found; place the checkpoint there (sha256 {cfg.sha256})")
+    digest = artifacts.sha256(path)
+    if digest != cfg.sha256:
+        raise PreemptError(f"{path}: sha256 {digest} does not match the expected {cfg.sha256}; "
+                           "the file is corrupted or a different checkpoint; fetch it again")
+    ckpt = safe_load(path)
+    if cfg.state_dict_key is not None:
+        if not isinstance(ckpt, dict) or cfg.state_dict_key not in ckpt:
+            raise PreemptError(f"{path}: no '{cfg.state_dict_key}' entry; set state_dict_key (null for a bare state dict)")
+        ckpt = ckpt[cfg.state_dict_key]
+    return {k.removeprefix(cfg.strip_prefix): v for k, v in ckpt.items()}
+
+
+def safe_load(path: str | Path) -> Any:
+    """``torch.load(weights_only=True)``; a checkpoint that needs arbitrary unpickling is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - UnpicklingError and friends: refuse, one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PreemptError(f"{path}: refused to load: not a plain weights file ({first[:160]}); "
+                           "only tensors/containers are accepted (torch.load weights_only=True)") from None
+
+
+def _build(cfg: FileConfig, spec: Any) -> nn.Module:
+    net = ARCHS[cfg.arch].fn(spec.shape, spec.n_classes)
+    return Normalized(net, cfg.mean or spec.mean, cfg.std or spec.std)
+
+
+class FileSource:
+    @staticmethod
+    def materialize(name: str, cfg: FileConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
+        from ..dag import data_path
+        from .train import ImageSpec
+
+        t0 = time.perf_counter()
+        state = read_checkpoint(cfg)
+        model = _build(cfg, ImageSpec.of(data_path("test")))
+        try:
+            model.net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise PreemptError(f"models.{name}: checkpoint does not fit architecture '{cfg.arch}' "
+                               f"({str(exc).splitlines()[0]}); check arch, state_dict_key and strip_prefix") from None
+        test, _ = artifacts.load(data_path("test"))
+        model = model.to(device).eval()
+        acc = metrics.accuracy(metrics.predict(model, test["x"].to(device)), test["y"].to(device))
+        artifacts.save(out, dict(model.net.cpu().state_dict()), {
+            "stage": "model", "model": name, "source": "file", "arch": cfg.arch, "file_sha256": cfg.sha256,
+            "clean_acc": acc, "wall_seconds": time.perf_counter() - t0, "device": str(device),
+            "params_hash": artifacts.params_hash(cfg.model_dump()),
+        })
+        return {"clean_acc": acc}
+
+    @staticmethod
+    def load(name: str, cfg: FileConfig, params: Any, path: str) -> nn.Module:
+        from ..dag import data_path
+        from .train import ImageSpec
+
+        state, _ = artifacts.load(path)
+        model = _build(cfg, ImageSpec.of(data_path("test")))
+        model.net.load_state_dict(state)
+        return model
+
+
+SOURCES.register("file", FileConfig)(FileSource)  # type: ignore[arg-type]
