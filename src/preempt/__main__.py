@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("--write", action="store_true", help="write dvc.yaml if it changed")
     dp.add_argument("--check", action="store_true", help="fail if dvc.yaml is stale")
     sub.add_parser("validate", help="validate params.yaml and exit")
+    pf = sub.add_parser("prefetch", help="download datasets and zoo weights (run where there is internet)")
+    pf.add_argument("--check", action="store_true", help="download nothing; fail if anything is missing")
     up = sub.add_parser("use", help="make an experiment file (e.g. config/cifar10.yaml) the active params.yaml")
     up.add_argument("experiment")
     return ap
@@ -63,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             g = p.grid
             print(f"{args.params}: valid ({len(g.defenses)} defenses x {len(g.reversions)} reversions x "
                   f"{len(g.victims)} victims x {len(g.attacks)} attacks)")
+        elif args.command == "prefetch":
+            from . import config, prefetch
+            from .runtime import setup_logging
+
+            setup_logging()
+            prefetch.run(config.load(args.params), check_only=args.check)
         elif args.command == "use":
             from . import config, dag
             from .artifacts import write_text

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError
 from .registry import MethodConfig, Registry, closest, model_refs
@@ -29,6 +29,24 @@ class GridConfig(MethodConfig):
     reversions: list[str] = Field(default_factory=lambda: ["none"], min_length=1)
     victims: list[str] = Field(min_length=1)
     attacks: list[str] = Field(min_length=1)
+    # cells to leave out of the product, e.g. {reversion: [white, black], attack: pgd}: a cell is
+    # dropped when it matches every key of one entry (a value may be a name or a list of names).
+    exclude: list[dict[Literal["defense", "reversion", "victim", "attack"], str | list[str]]] = Field(default_factory=list)
+
+    def cells(self) -> list[tuple[str, str, str, str]]:
+        """(defense, reversion, victim, attack) of every grid cell, in a stable order."""
+        def hit(rule: dict[str, Any], cell: dict[str, str]) -> bool:
+            return all(cell[k] in ([v] if isinstance(v, str) else v) for k, v in rule.items())
+
+        out = []
+        for d in self.defenses:
+            for r in self.reversions:
+                for v in self.victims:
+                    for a in self.attacks:
+                        cell = {"defense": d, "reversion": r, "victim": v, "attack": a}
+                        if not any(hit(rule, cell) for rule in self.exclude):
+                            out.append((d, r, v, a))
+        return out
 
 
 class MetricsConfig(MethodConfig):
@@ -52,6 +70,47 @@ class RuntimeConfig(MethodConfig):
     batch_size: int = Field(256, ge=1)
 
 
+class JobResources(MethodConfig):
+    """What one job of a stage family asks the scheduler for (SLURM); ignored by local runs."""
+
+    gpus: int = Field(0, ge=0)
+    mem_mb: int = Field(8000, ge=100)
+    runtime: int = Field(60, ge=1, description="minutes")
+    cpus_per_task: int = Field(4, ge=1)
+
+
+RESOURCE_DEFAULTS: dict[str, dict[str, int]] = {  # a GPU node's typical job, per family
+    "data": dict(gpus=0, mem_mb=16000, runtime=60, cpus_per_task=4),
+    "model": dict(gpus=1, mem_mb=32000, runtime=720, cpus_per_task=8),
+    "defend": dict(gpus=1, mem_mb=32000, runtime=240, cpus_per_task=8),
+    "revert": dict(gpus=1, mem_mb=32000, runtime=240, cpus_per_task=8),
+    "attack": dict(gpus=1, mem_mb=32000, runtime=480, cpus_per_task=8),
+    "aggregate": dict(gpus=0, mem_mb=4000, runtime=30, cpus_per_task=1),
+    "report": dict(gpus=0, mem_mb=8000, runtime=30, cpus_per_task=1),
+}
+
+
+class ResourcesConfig(MethodConfig):
+    """Per stage family; an entry overrides only the keys it names. Changing them never reruns a
+    stage (they are not stage params)."""
+
+    data: JobResources
+    model: JobResources
+    defend: JobResources
+    revert: JobResources
+    attack: JobResources
+    aggregate: JobResources
+    report: JobResources
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        return {fam: {**base, **data[fam]} if isinstance(data.get(fam), dict) else data.get(fam, base)
+                for fam, base in RESOURCE_DEFAULTS.items()} | {k: v for k, v in data.items() if k not in RESOURCE_DEFAULTS}
+
+
 class ReportConfig(MethodConfig):
     notebooks: list[str] = Field(default_factory=lambda: ["results"])
     n_examples: int = Field(8, ge=1, le=64)
@@ -73,9 +132,11 @@ class Params(BaseModel):
     metrics: MetricsConfig
     runtime: RuntimeConfig
     report: ReportConfig
+    resources: ResourcesConfig
 
 
-SECTIONS = ("dataset", "models", "defenses", "attacks", "reversions", "grid", "metrics", "runtime", "report")
+SECTIONS = ("dataset", "models", "defenses", "attacks", "reversions", "grid", "metrics", "runtime", "report",
+            "resources")
 REQUIRED = ("dataset", "models", "defenses", "attacks", "grid")
 
 
@@ -157,6 +218,14 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
             _check_name(section, name)
         sections[section] = {n: _entry(section, n, d, regs[section]) for n, d in entries.items()}
     grid = validate_model(GridConfig, raw["grid"], "grid")
+    for i, rule in enumerate(grid.exclude):
+        for key, value in rule.items():
+            listed = getattr(grid, f"{key}s" if key != "victim" else "victims")
+            for name in [value] if isinstance(value, str) else value:
+                if name not in listed:
+                    raise ConfigError(f"grid.exclude.{i}.{key}: '{name}' is not in grid.{key}s; {closest(name, listed)}")
+    if not grid.cells():
+        raise ConfigError("grid.exclude: every cell is excluded; remove an entry")
     for field, section in (("defenses", "defenses"), ("reversions", "reversions"),
                            ("victims", "models"), ("attacks", "attacks")):
         values = getattr(grid, field)
@@ -182,6 +251,7 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
         metrics=validate_model(MetricsConfig, raw.get("metrics", {}), "metrics"),
         runtime=validate_model(RuntimeConfig, raw.get("runtime", {}), "runtime"),
         report=validate_model(ReportConfig, raw.get("report", {}), "report"),
+        resources=validate_model(ResourcesConfig, raw.get("resources", {}), "resources"),
         **sections,
     )
 

@@ -56,6 +56,7 @@ def cell_path(defense: str, reversion: str, victim: str, attack: str) -> str:
 
 
 METRICS_CSV = str(RESULTS / "metrics.csv")
+PUBLISHED_CSV = "config/published.csv"  # published numbers the report compares with (preempt.claims)
 
 
 def report_path(notebook: str) -> str:
@@ -149,16 +150,17 @@ def build(p: Params) -> list[Stage]:
         stages.append(Stage("defend", (d,), (*test, *_models(roles(cfg).values()),
                                              *_code("preempt.stages.defend", DEFENSES[cfg.method].module)),  # type: ignore[attr-defined]
                             (f"defenses.{d}", "runtime"), tuple(with_sidecar(re_path(d)))))
-    for d in g.defenses:
-        for r in g.reversions:
-            rcfg = p.reversions[r]
-            stages.append(Stage(
-                "revert", (d, r),
-                (*with_sidecar(re_path(d)), *_models(model_refs(rcfg)),
-                 *_code("preempt.stages.revert", REVERSIONS[rcfg.method].module,  # type: ignore[attr-defined]
-                        DEFENSES[p.defenses[d].method].module)),  # type: ignore[attr-defined]
-                (f"reversions.{r}", f"defenses.{d}", "runtime"), tuple(with_sidecar(input_path(d, r)))))
-    cells = [(d, r, v, a) for d in g.defenses for r in g.reversions for v in g.victims for a in g.attacks]
+    cells = g.cells()
+    pairs = list(dict.fromkeys((d, r) for d, r, _, _ in cells))
+    for d, r in pairs:
+        rcfg = p.reversions[r]
+        stages.append(Stage(
+            "revert", (d, r),
+            (*with_sidecar(re_path(d)), *_models(dict.fromkeys([*model_refs(rcfg), *(
+                 roles(p.defenses[d]).values() if getattr(rcfg, "uses_defense_models", lambda: False)() else [])])),
+             *_code("preempt.stages.revert", REVERSIONS[rcfg.method].module,  # type: ignore[attr-defined]
+                    DEFENSES[p.defenses[d].method].module)),  # type: ignore[attr-defined]
+            (f"reversions.{r}", f"defenses.{d}", "runtime"), tuple(with_sidecar(input_path(d, r)))))
     for d, r, v, a in cells:
         stages.append(Stage(
             "attack", (d, r, v, a),
@@ -166,13 +168,14 @@ def build(p: Params) -> list[Stage]:
              *_code("preempt.stages.attack", "preempt.metrics", ATTACKS[p.attacks[a].method].module)),  # type: ignore[attr-defined]
             (f"attacks.{a}", "metrics", "runtime"),
             (*with_sidecar(adv_path(d, r, v, a)), cell_path(d, r, v, a))))
-    stages.append(Stage("aggregate", (), (*(cell_path(*c) for c in cells), *_code("preempt.stages.aggregate")),
+    stages.append(Stage("aggregate", (), (*(cell_path(*c) for c in cells), *_code("preempt.stages.aggregate", "preempt.claims")),
                         ("grid",), (METRICS_CSV,)))
     for nb in p.report.notebooks:
         stages.append(Stage(
             "report", (nb,),
-            (METRICS_CSV, notebook_path(nb), *test, *(f for d in g.defenses for f in with_sidecar(re_path(d))),
-             *_code("preempt.stages.report", "preempt.plots")),
+            (METRICS_CSV, notebook_path(nb), PUBLISHED_CSV, *test,
+             *(f for d in g.defenses for f in with_sidecar(re_path(d))),
+             *_code("preempt.stages.report", "preempt.plots", "preempt.claims")),
             ("report", "grid"), (report_path(nb),), (figures_dir(nb),)))
     return stages
 

@@ -17,10 +17,38 @@ def accuracy_table(df: pd.DataFrame, reversion: str = "none") -> pd.DataFrame:
     return pd.concat([clean, robust], axis=1).round(1)
 
 
-def reversion_table(df: pd.DataFrame, attack: str) -> pd.DataFrame:
-    """Robust accuracy under ``attack`` after each reversion (rows: defense, victim)."""
-    sub = df[df["attack"] == attack]
-    return sub.pivot_table(index=["defense", "victim"], columns="reversion", values="robust_acc").round(1)
+def end_to_end_table(df: pd.DataFrame, reversion: str = "none") -> pd.DataFrame:
+    """The papers' main table: per defense, mean over victims of clean accuracy, robust accuracy
+    under each attack, and the defense's seconds per image."""
+    sub = df[df["reversion"] == reversion]
+    clean = sub.groupby(["defense", "victim"])["clean_acc"].first().groupby("defense").mean().rename("clean")
+    robust = sub.pivot_table(index="defense", columns="attack", values="robust_acc", aggfunc="mean")
+    secs = sub.groupby("defense")["sec_per_image"].mean().rename("sec_per_image")
+    out = pd.concat([clean, robust, secs], axis=1)
+    return out.reindex(list(dict.fromkeys(sub["defense"]))).round({"clean": 1, **dict.fromkeys(robust.columns, 1),
+                                                                  "sec_per_image": 4})
+
+
+def reversion_table(df: pd.DataFrame, attack: str | None = None) -> pd.DataFrame:
+    """The reversion table: per defense (mean over victims), accuracy on the released RE
+    (``none``) and after JPEG / white-box / black-box reversion. Without ``attack``: accuracy of
+    the reverted images themselves; with it: robust accuracy when ``attack`` follows."""
+    if attack is None:
+        cells = df.groupby(["defense", "reversion", "victim"])["clean_acc"].first().reset_index()
+        table = cells.pivot_table(index="defense", columns="reversion", values="clean_acc", aggfunc="mean")
+    else:
+        table = df[df["attack"] == attack].pivot_table(index="defense", columns="reversion", values="robust_acc",
+                                                      aggfunc="mean")
+    order = [r for r in ("none", "jpeg", "white", "gray", "black") if r in table.columns]
+    rows = list(dict.fromkeys(df["defense"]))
+    return table[order + [c for c in table.columns if c not in order]].reindex(rows).round(1)
+
+
+def published_table(df: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """Reproduced vs published, side by side with the difference (see ``preempt.claims``)."""
+    from .claims import compare
+
+    return compare(df, published)
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,7 @@ import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar
+from typing import Any, Callable, Generic, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -35,11 +35,18 @@ class ModelRef(str):
     """Marker used in ``Annotated[str, ModelRef]``: the field names an entry of ``models``."""
 
 
+def is_model_ref(field: Any) -> bool:
+    """Whether a pydantic field is ``ModelName`` or ``ModelName | None`` (Annotated in a Union)."""
+    if ModelRef in field.metadata:
+        return True
+    return any(ModelRef in getattr(arg, "__metadata__", ()) for arg in get_args(field.annotation))
+
+
 def model_refs(cfg: BaseModel) -> list[str]:
     """Model names an entry depends on, in field order (drives the DAG's dependencies)."""
     refs: list[str] = []
     for name, field in type(cfg).model_fields.items():
-        if ModelRef in field.metadata:
+        if is_model_ref(field):
             value = getattr(cfg, name)
             if value is not None and value not in refs:
                 refs.append(value)

@@ -5,6 +5,6 @@ for st in stages("attack"):
         name: st.rule
         input: inputs(st)
         output: outputs(st)
-        resources: mem_mb=16000, runtime=480, gpu=gpus("attack")
+        resources: **resources_of(st.family)
         params: cmd=dvc_run(st)  # bound now: shell bodies run later, after the loop
         shell: "{params.cmd}"

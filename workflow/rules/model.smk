@@ -5,6 +5,6 @@ for st in stages("model"):
         name: st.rule
         input: inputs(st)
         output: outputs(st)
-        resources: mem_mb=16000, runtime=720, gpu=gpus("model")
+        resources: **resources_of(st.family)
         params: cmd=dvc_run(st)  # bound now: shell bodies run later, after the loop
         shell: "{params.cmd}"

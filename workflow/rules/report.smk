@@ -6,6 +6,6 @@ for st in stages("aggregate") + stages("report"):
         input: inputs(st)
         output: outputs(st)
         localrule: True
-        resources: mem_mb=4000, runtime=30
+        resources: **resources_of(st.family)
         params: cmd=dvc_run(st)  # bound now: shell bodies run later, after the loop
         shell: "{params.cmd}"

@@ -3,7 +3,9 @@
 ``version: standard`` sets AutoAttack's standard hyper-parameters (APGD-CE, APGD-T with 9 target
 classes, FAB-T, Square 5000 queries); ``attacks`` then selects a subset of those sub-attacks so
 the embedded default stays fast (documented deviation: fewer sub-attacks = weaker attack), and
-``n_iter`` / ``n_queries`` may lower the iteration budgets for CPU runs. ``n_ex`` limits how many
+``n_iter`` / ``n_queries`` / ``n_target_classes`` may lower the budgets for CPU runs.
+``version: rand`` is AutoAttack for randomized defenses (APGD-CE and APGD-DLR with EOT over 20
+samples; ``eot_iter`` changes it). ``n_ex`` limits how many
 images of the cell are attacked (the first n_ex), as in RobustBench.
 """
 
@@ -27,6 +29,8 @@ class AutoAttackConfig(AttackConfig):
     attacks: list[SubAttack] | None = Field(None, min_length=1, description="subset of the version's sub-attacks")
     n_iter: int | None = Field(None, ge=1, description="APGD iterations (standard: 100)")
     n_queries: int | None = Field(None, ge=1, description="Square queries (standard: 5000)")
+    n_target_classes: int | None = Field(None, ge=1, le=999, description="APGD-T/FAB-T targets (standard: 9)")
+    eot_iter: int | None = Field(None, ge=1, description="EOT samples per APGD gradient (rand: 20)")
     n_ex: int | None = Field(None, ge=1, description="attack only the first n_ex images")
     batch_size: int = Field(500, ge=1)
 
@@ -45,6 +49,10 @@ def build(model: nn.Module, cfg: AutoAttackConfig, device: torch.device | str): 
         aa.attacks_to_run = list(cfg.attacks)
     if cfg.n_iter is not None:
         aa.apgd.n_iter = aa.apgd_targeted.n_iter = aa.fab.n_iter = cfg.n_iter
+    if cfg.n_target_classes is not None:
+        aa.apgd_targeted.n_target_classes = aa.fab.n_target_classes = cfg.n_target_classes
+    if cfg.eot_iter is not None:
+        aa.apgd.eot_iter = cfg.eot_iter
     if cfg.n_queries is not None:
         aa.square.n_queries = cfg.n_queries
     aa.verbose = logging.getLogger("preempt").isEnabledFor(logging.DEBUG)

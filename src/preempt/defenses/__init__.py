@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..metrics import predict
-from ..registry import MethodConfig, ModelRef, Registry
+from ..registry import MethodConfig, ModelRef, Registry, is_model_ref
 
 Defense = Callable[..., torch.Tensor]
 DEFENSES: Registry[Defense] = Registry("defense", __name__)
@@ -30,7 +30,7 @@ class DefenseConfig(MethodConfig):
 def roles(cfg: MethodConfig) -> dict[str, str]:
     """Role -> model name for every model-reference field that is set."""
     return {k: getattr(cfg, k) for k, f in type(cfg).model_fields.items()
-            if ModelRef in f.metadata and getattr(cfg, k) is not None}
+            if is_model_ref(f) and getattr(cfg, k) is not None}
 
 
 def with_roles(cfg: MethodConfig, overrides: Mapping[str, str]) -> MethodConfig:

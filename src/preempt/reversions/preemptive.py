@@ -2,8 +2,9 @@
 
 The attacker re-runs the defense on the robust example with its own models and reflects the
 result: x~ = clip(x_r - (defend(x_r) - x_r), 0, 1). White-box: the defender's backbone and
-classifier; gray-box: same architecture, other weights; black-box: another architecture. Which
-one a config entry is follows from the models it names.
+classifier (leave ``backbone`` unset: the defense's own models, whatever each defense uses); gray-box:
+same architecture, other weights; black-box: another architecture. Which one a config entry is
+follows from the models it names.
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ from . import REVERSIONS
 
 class PreemptiveConfig(MethodConfig):
     method: Literal["preemptive"] = "preemptive"
-    backbone: ModelName
+    backbone: ModelName | None = None  # None: the defender's own models (white-box)
     classifier: ModelName | None = None  # labels for the re-run; default: the attacker's backbone
+
+    def uses_defense_models(self) -> bool:
+        """True when the re-run uses the defender's own models (a DAG dependency on them)."""
+        return self.backbone is None
 
 
 @REVERSIONS.register("preemptive", PreemptiveConfig)
 def preemptive(x_r: torch.Tensor, *, cfg: PreemptiveConfig,
                redefend: Callable[[torch.Tensor, dict[str, str]], torch.Tensor], **_: Any) -> torch.Tensor:
-    x_def = redefend(x_r, {"backbone": cfg.backbone, "classifier": cfg.classifier or cfg.backbone})
+    roles = {} if cfg.backbone is None else {"backbone": cfg.backbone, "classifier": cfg.classifier or cfg.backbone}
+    x_def = redefend(x_r, roles)
     return (x_r - (x_def - x_r)).clamp(0.0, 1.0)

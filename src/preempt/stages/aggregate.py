@@ -1,4 +1,8 @@
-"""Stage ``aggregate``: join the per-cell JSON files into the tidy table ``results/metrics.csv``."""
+"""Stage ``aggregate``: join the per-cell JSON files into the tidy table ``results/metrics.csv``.
+
+Besides the experiment's names, each row says what ran (``defense_ref``, ``victim_ref``,
+``attack_ref``; see ``preempt.claims``), the key that published numbers are matched on.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ COLUMNS = ["dataset", "defense", "victim", "attack", "reversion", "n", "clean_ac
 
 
 def table(params) -> pd.DataFrame:  # type: ignore[no-untyped-def]
-    g = params.grid
-    rows = [json.loads(open(dag.cell_path(d, r, v, a)).read())
-            for d in g.defenses for r in g.reversions for v in g.victims for a in g.attacks]
+    from ..claims import describe
+
+    rows = [{**json.loads(open(dag.cell_path(d, r, v, a)).read()), **describe(params, d, v, a)}
+            for d, r, v, a in params.grid.cells()]
     df = pd.DataFrame(rows)
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]
 

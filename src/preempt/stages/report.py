@@ -41,7 +41,8 @@ def run(ctx: Context, notebook: str) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     r = ctx.params.report
     parameters = {
-        "metrics_csv": os.path.abspath(dag.METRICS_CSV), "figures_dir": str(tmp_figs.resolve()),
+        "metrics_csv": os.path.abspath(dag.METRICS_CSV), "published_csv": os.path.abspath(dag.PUBLISHED_CSV),
+        "figures_dir": str(tmp_figs.resolve()),
         "data_path": os.path.abspath(dag.data_path("test")),
         "re_paths": {d: os.path.abspath(dag.re_path(d)) for d in ctx.params.grid.defenses},
         "n_examples": r.n_examples, "perturbation_gain": r.perturbation_gain,

@@ -1,0 +1,93 @@
+"""Reproduced vs published: describe each grid cell by *what* it ran, and match published numbers.
+
+A cell's names (``mspd``, ``victim3``) are the experiment's own; published numbers are keyed by
+what was run instead, so the match does not depend on naming:
+
+- ``defense_ref``: ``none`` or ``mcgs/<schedule>/N<n>/eta<eta>/eps<eps>`` (eps to 4 decimals);
+- ``victim_ref``: the RobustBench zoo name, a checkpoint's file name, or ``train/<arch>/<recipe>``;
+- ``attack_ref``: e.g. ``autoattack/standard/Linf/0.0314``, ``pgd-ce/Linf/0.0314/20``.
+
+``config/published.csv`` holds published numbers (numbers only, each with its source and table
+reference) under the same keys; ``compare`` joins them with the reproduced ``metrics.csv`` rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import Params
+
+from .dag import PUBLISHED_CSV  # noqa: E402 - the one spelling of the path
+KEYS = ["dataset", "defense_ref", "victim_ref", "attack_ref", "reversion"]
+
+
+def defense_ref(cfg: Any) -> str:
+    if cfg.method == "mcgs":
+        return f"mcgs/{cfg.schedule}/N{cfg.n_samples}/eta{cfg.eta:g}/eps{cfg.eps:.4f}"
+    return str(cfg.method)
+
+
+def victim_ref(cfg: Any) -> str:
+    if cfg.source == "robustbench":
+        return str(cfg.name)
+    if cfg.source == "file":
+        return Path(cfg.path).name
+    return f"train/{cfg.arch}/{cfg.recipe['method']}"
+
+
+def attack_ref(cfg: Any) -> str:
+    if cfg.method == "autoattack":
+        return f"autoattack/{cfg.version}/{cfg.norm}/{cfg.eps:.4f}"
+    if cfg.method == "pgd":
+        return f"pgd-{cfg.loss}/{cfg.norm}/{cfg.eps:.4f}/{cfg.steps}"
+    return f"{cfg.method}/{cfg.norm}/{cfg.eps:.4f}"
+
+
+def describe(p: Params, defense: str, victim: str, attack: str) -> dict[str, str]:
+    return {"defense_ref": defense_ref(p.defenses[defense]), "victim_ref": victim_ref(p.models[victim]),
+            "attack_ref": attack_ref(p.attacks[attack])}
+
+
+def load_published(path: str | Path = PUBLISHED_CSV) -> pd.DataFrame:
+    df = pd.read_csv(path, comment="#", dtype={"value": float})
+    missing = {*KEYS, "metric", "value", "source", "reference"} - set(df.columns)
+    if missing:
+        from .errors import PreemptError
+
+        raise PreemptError(f"{path}: missing columns {sorted(missing)}")
+    return df
+
+
+def compare(metrics: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """One row per published number that an experiment cell reproduces: both values and the gap.
+
+    ``clean_acc``/``robust_acc`` match cell by cell; ``sec_per_image`` matches on the defense
+    alone (averaged over the experiment's cells of that defense).
+    """
+    cols = ["dataset", "defense", "victim", "attack", "reversion", *KEYS[1:4]]
+    rows = []
+    cell_metrics = published[published["metric"].isin(["clean_acc", "robust_acc"])]
+    long = metrics.melt(id_vars=[c for c in cols if c in metrics.columns],
+                        value_vars=["clean_acc", "robust_acc"], var_name="metric", value_name="reproduced")
+    m = long.merge(cell_metrics, on=[*KEYS, "metric"], how="inner")
+    if len(m):
+        # clean accuracy does not depend on the attack: keep one row per published clean number
+        m = m.drop_duplicates(subset=[*KEYS, "metric", "value"]) if (m["metric"] == "clean_acc").any() else m
+        rows.append(m)
+    timing = published[published["metric"] == "sec_per_image"]
+    if len(timing):
+        t = (metrics.groupby(["dataset", "defense", "defense_ref"], as_index=False)["sec_per_image"].mean()
+             .rename(columns={"sec_per_image": "reproduced"}))
+        rows.append(t.merge(timing.drop(columns=["victim_ref", "attack_ref", "reversion"]),
+                            on=["dataset", "defense_ref"], how="inner"))
+    if not rows:
+        return pd.DataFrame(columns=["dataset", "defense", "victim", "attack", "reversion", "metric",
+                                     "reproduced", "published", "difference", "source", "reference"])
+    out = pd.concat(rows, ignore_index=True).rename(columns={"value": "published"})
+    out["difference"] = out["reproduced"] - out["published"]
+    keep = ["dataset", "defense", "victim", "attack", "reversion", "metric", "reproduced", "published",
+            "difference", "source", "reference"]
+    return out.reindex(columns=keep).round(4)

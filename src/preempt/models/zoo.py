@@ -1,0 +1,138 @@
+"""``source: robustbench``: a model of the RobustBench zoo, via ``robustbench.load_model``.
+
+Weights are fetched only by ``python -m preempt prefetch`` (run it where there is internet, e.g.
+a cluster's login node). The model stage itself never downloads: it first checks that every weight
+file is in place and otherwise stops, before any compute, with one line naming the model and the
+path to put the file at. Where the files live is RobustBench's own layout:
+
+- ``model_dir/<dataset>/<threat_model>/<name>.pt`` (ensembles: ``<name>.pt_m0.pt``, ``_m1``, ...);
+- models that RobustBench 1.1.1 serves through timm (e.g. ``Debenedetti2022Light_XCiT-L12``):
+  timm's download cache, ``$TORCH_HOME/hub/checkpoints/<file>``.
+
+The stage output is a *receipt* (no tensors; the sidecar records each weight file's sha256 and
+the clean accuracy), so multi-GB checkpoints are not copied into the pipeline's cache; loading
+later refuses a weight file whose sha256 differs from the receipt. robustbench loads checkpoints
+with ``torch.load``'s default, which is ``weights_only=True`` since torch 2.6 (pinned in tests).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import nn
+
+from .. import artifacts, metrics
+from ..errors import PreemptError
+from ..registry import MethodConfig, closest
+from . import SOURCES
+
+
+class RobustBenchConfig(MethodConfig):
+    source: Literal["robustbench"] = "robustbench"
+    name: str
+    dataset: Literal["cifar10", "cifar100", "imagenet"] = "cifar10"
+    threat_model: Literal["Linf", "L2", "corruptions"] = "Linf"
+    model_dir: str = Field("models", description="RobustBench's model_dir ($VARS and ~ expanded)")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", description="optional pin of the weight file")
+
+    @model_validator(mode="after")
+    def _known(self) -> "RobustBenchConfig":
+        zoo = zoo_entries(self.dataset, self.threat_model)
+        if self.name not in zoo:
+            raise ValueError(f"'{self.name}' is not in RobustBench's {self.dataset}/{self.threat_model} zoo; "
+                             f"{closest(self.name, list(zoo))}")
+        return self
+
+
+def zoo_entries(dataset: str, threat_model: str) -> dict[str, Any]:
+    from ..compat import import_robustbench
+
+    import_robustbench()
+    from robustbench.model_zoo import model_dicts
+    from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
+
+    return model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)]
+
+
+def _timm_name(cfg: RobustBenchConfig) -> str:
+    return f"{cfg.name.lower().replace('-', '_')}_{cfg.dataset}_{cfg.threat_model.lower()}"
+
+
+def weight_files(cfg: RobustBenchConfig) -> list[Path]:
+    """Every file ``robustbench.load_model`` reads for this model (empty: no weights needed)."""
+    import timm
+
+    if timm.is_model(_timm_name(cfg)):
+        url = timm.models.get_pretrained_cfg(_timm_name(cfg)).url
+        return [Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)]
+    entry = zoo_entries(cfg.dataset, cfg.threat_model)[cfg.name]
+    base = artifacts.user_path(cfg.model_dir) / cfg.dataset / cfg.threat_model / f"{cfg.name}.pt"
+    if isinstance(entry["gdrive_id"], list):
+        return [Path(f"{base}_m{i}.pt") for i in range(len(entry["gdrive_id"]))]
+    if cfg.dataset == "imagenet" and "Standard" in cfg.name:
+        return []  # torchvision's own ImageNet weights
+    return [base]
+
+
+def check_present(name: str, cfg: RobustBenchConfig) -> list[Path]:
+    """The weight files, or one clear error for the first missing one (before any compute)."""
+    files = weight_files(cfg)
+    for f in files:
+        if not f.is_file():
+            raise PreemptError(f"models.{name}: RobustBench weights of '{cfg.name}' not found at {f}; run "
+                               "`python -m preempt prefetch` where there is internet (e.g. the login node), "
+                               "or place the file there")
+    return files
+
+
+def fetch(name: str, cfg: RobustBenchConfig) -> list[Path]:
+    """Download (if absent) through robustbench itself; used by ``python -m preempt prefetch``."""
+    _load(cfg)
+    return check_present(name, cfg)
+
+
+def _load(cfg: RobustBenchConfig) -> nn.Module:
+    from ..compat import import_robustbench
+
+    rb = import_robustbench()
+    return rb.load_model(cfg.name, model_dir=str(artifacts.user_path(cfg.model_dir)),
+                         dataset=cfg.dataset, threat_model=cfg.threat_model).eval()
+
+
+class RobustBenchSource:
+    @staticmethod
+    def materialize(name: str, cfg: RobustBenchConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
+        from ..dag import data_path
+
+        files = check_present(name, cfg)
+        digests = {str(f): artifacts.sha256(f) for f in files}
+        if cfg.sha256 is not None and files and digests[str(files[0])] != cfg.sha256:
+            raise PreemptError(f"{files[0]}: sha256 {digests[str(files[0])]} does not match models.{name}.sha256 "
+                               f"{cfg.sha256}; the file is corrupted or another checkpoint; fetch it again")
+        t0 = time.perf_counter()
+        model = _load(cfg).to(device)
+        test, _ = artifacts.load(data_path("test"))
+        acc = metrics.accuracy(metrics.predict(model, test["x"].to(device)), test["y"].to(device))
+        artifacts.save(out, {}, {
+            "stage": "model", "model": name, "source": "robustbench", "zoo_name": cfg.name,
+            "weight_files": digests, "clean_acc": acc, "wall_seconds": time.perf_counter() - t0,
+            "device": str(device), "params_hash": artifacts.params_hash(cfg.model_dump()),
+        })
+        return {"clean_acc": acc}
+
+    @staticmethod
+    def load(name: str, cfg: RobustBenchConfig, params: Any, path: str) -> nn.Module:
+        _, meta = artifacts.load(path)
+        for f in check_present(name, cfg):
+            if artifacts.sha256(f) != meta["weight_files"].get(str(f)):
+                raise PreemptError(f"{f}: changed since the model stage recorded it; rerun the model stage "
+                                   f"(dvc repro model-{name})")
+        return _load(cfg)
+
+
+SOURCES.register("robustbench", RobustBenchConfig)(RobustBenchSource)  # type: ignore[arg-type]

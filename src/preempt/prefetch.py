@@ -1,0 +1,39 @@
+"""``python -m preempt prefetch [--check]``: fetch every external input an experiment needs.
+
+Run it on a machine with internet (a cluster's login node) before compute jobs start on nodes
+without internet: it downloads the dataset (when its source downloads) and every RobustBench
+model the DAG uses, and checks every ``source: file`` checkpoint against its sha256. ``--check``
+downloads nothing and fails with one line for the first missing or wrong file.
+"""
+
+from __future__ import annotations
+
+from .config import Params
+from .runtime import log
+
+
+def needed_models(p: Params) -> list[str]:
+    from . import dag
+
+    return [st.args[0] for st in dag.build(p) if st.family == "model"]
+
+
+def run(p: Params, check_only: bool = False) -> None:
+    from .data import DATASETS
+    from .models import zoo
+    from .models.file import read_checkpoint
+
+    for name in needed_models(p):
+        cfg = p.models[name]
+        if cfg.source == "robustbench":  # type: ignore[attr-defined]
+            files = zoo.check_present(name, cfg) if check_only else zoo.fetch(name, cfg)  # type: ignore[arg-type]
+            log.info("model %s: %s", name, ", ".join(map(str, files)) or "no weight file needed")
+        elif cfg.source == "file":  # type: ignore[attr-defined]
+            read_checkpoint(cfg)  # type: ignore[arg-type]
+            log.info("model %s: %s (sha256 ok)", name, cfg.path)  # type: ignore[attr-defined]
+    if not check_only:
+        entry = DATASETS[p.dataset.name]  # type: ignore[attr-defined]
+        for split in ("train", "test"):
+            n = len(entry.fn(p.dataset, split).y)
+            log.info("dataset %s/%s: %d images available", p.dataset.name, split, n)  # type: ignore[attr-defined]
+    log.info("prefetch: everything %s is in place", "the experiment reads" if check_only else "fetched")
