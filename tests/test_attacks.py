@@ -62,3 +62,18 @@ def test_jpeg_reversion_changes_images_within_range(images) -> None:
 
 def test_none_reversion_is_identity(images) -> None:
     assert torch.equal(REVERSIONS["none"].fn(images), images)
+
+
+def test_pgd_with_the_cw_loss_ascends_the_margin_inside_the_budget(linear, images) -> None:
+    from preempt.attacks.pgd import pgd
+
+    y = linear(images).argmax(1)
+
+    def margin(x: torch.Tensor) -> torch.Tensor:
+        z = linear(x)
+        other = z.masked_fill(torch.nn.functional.one_hot(y, 10).bool(), float("-inf")).amax(1)
+        return other - z.gather(1, y[:, None]).squeeze(1)
+
+    adv = pgd(linear, images, y, eps=0.05, alpha=0.01, steps=10, loss="cw", generator=torch.Generator().manual_seed(0))
+    assert (adv - images).abs().max() <= 0.05 + 1e-6
+    assert (margin(adv) > margin(images)).all()

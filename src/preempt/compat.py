@@ -45,4 +45,5 @@ def import_robustbench() -> ModuleType:
     with warnings.catch_warnings():  # pkg_resources' deprecation notice on every import
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.interface, used by timm
         return importlib.import_module("robustbench")

@@ -97,11 +97,20 @@ def fetch(name: str, cfg: RobustBenchConfig) -> list[Path]:
 
 
 def _load(cfg: RobustBenchConfig) -> nn.Module:
+    """``robustbench.load_model``. It calls ``torch.load`` with torch's default, which is
+    ``weights_only=True`` since torch 2.6 (pyproject pins torch>=2.6), so pickled code is refused."""
     from ..compat import import_robustbench
 
+    import pickle
+
     rb = import_robustbench()
-    return rb.load_model(cfg.name, model_dir=str(artifacts.user_path(cfg.model_dir)),
-                         dataset=cfg.dataset, threat_model=cfg.threat_model).eval()
+    try:
+        return rb.load_model(cfg.name, model_dir=str(artifacts.user_path(cfg.model_dir)),
+                             dataset=cfg.dataset, threat_model=cfg.threat_model).eval()
+    except pickle.UnpicklingError as exc:  # torch.load's weights_only=True default refused it
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else "pickled objects"
+        raise PreemptError(f"RobustBench weights of '{cfg.name}' refused: not a plain weights file ({first}); "
+                           "delete it and fetch it again with `python -m preempt prefetch`") from None
 
 
 class RobustBenchSource:

@@ -1,0 +1,101 @@
+"""Reproduced-vs-published matching, the paper-shaped tables, and grid exclusions."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+from preempt import claims, config, dag, plots
+from preempt.errors import ConfigError
+
+
+def cells(**over) -> pd.DataFrame:
+    base = {"dataset": "cifar10", "defense": "none", "victim": "v1", "attack": "aa", "reversion": "none",
+            "clean_acc": 90.0, "robust_acc": 70.0, "sec_per_image": 0.0, "defense_ref": "none",
+            "victim_ref": "Wong2020Fast", "attack_ref": "autoattack/standard/Linf/0.0314"}
+    return pd.DataFrame([{**base, **over}])
+
+
+def test_published_numbers_are_matched_on_what_ran_and_differenced() -> None:
+    published = claims.load_published(ROOT / dag.PUBLISHED_CSV)
+    m = pd.concat([cells(), cells(attack="pgd", attack_ref="pgd-ce/Linf/0.0314/20", robust_acc=1.0),
+                   cells(victim="v2", victim_ref="Peng2023Robust")])
+    out = claims.compare(m, published)
+    wong = out[out["victim"] == "v1"].set_index("metric")
+    assert set(out["metric"]) == {"clean_acc", "robust_acc"}
+    assert wong.loc["robust_acc", "published"] == 43.21  # from the RobustBench entry, not from PGD
+    assert wong.loc["robust_acc", "difference"] == pytest.approx(70.0 - 43.21)
+    assert len(out[out["metric"] == "clean_acc"]) == 2  # one per victim, not per attack
+
+
+def test_seconds_per_image_match_on_the_defense_alone() -> None:
+    published = claims.load_published(ROOT / dag.PUBLISHED_CSV)
+    ref = "mcgs/F1B1/N20/eta1/eps0.0314"
+    m = pd.concat([cells(defense="mspd", defense_ref=ref, sec_per_image=0.03),
+                   cells(defense="mspd", defense_ref=ref, sec_per_image=0.05, victim="v2")])
+    out = claims.compare(m, published)
+    row = out[out["metric"] == "sec_per_image"].iloc[0]
+    assert row["reproduced"] == pytest.approx(0.04) and row["published"] == 0.02
+
+
+def test_the_refs_of_the_cifar10_experiment_hit_published_rows() -> None:
+    """config/cifar10.yaml's undefended AutoAttack cells and MSPD timing are in published.csv."""
+    p = config.load(ROOT / "config" / "cifar10.yaml")
+    published = claims.load_published(ROOT / dag.PUBLISHED_CSV)
+    victims = {claims.describe(p, "none", v, "autoattack")["victim_ref"] for v in p.grid.victims}
+    assert {r for r in published["victim_ref"].dropna() if published.loc[published["victim_ref"] == r, "dataset"].iloc[0] == "cifar10"} <= victims
+    assert claims.defense_ref(p.defenses["mspd"]) in set(published["defense_ref"])
+
+
+def test_published_victims_exist_in_the_robustbench_zoo() -> None:
+    from preempt.models.zoo import zoo_entries
+
+    published = claims.load_published(ROOT / dag.PUBLISHED_CSV)
+    for _, row in published.dropna(subset=["victim_ref"]).iterrows():
+        assert row["victim_ref"] in zoo_entries(row["dataset"], "Linf"), row["victim_ref"]
+
+
+def test_paper_tables_have_the_paper_shapes() -> None:
+    rows = []
+    for d in ("none", "mspd"):
+        for r in (["none", "jpeg"] if d == "none" else ["none", "jpeg", "white", "black"]):
+            for v in ("v1", "v2"):
+                for a in ("aa", "pgd"):
+                    rows.append({"defense": d, "reversion": r, "victim": v, "attack": a, "clean_acc": 90.0,
+                                 "robust_acc": 50.0 + (d == "mspd") * 20 - (r != "none") * 10, "sec_per_image": 0.01,
+                                 "ssim": 1.0, "linf": 0.0})
+    df = pd.DataFrame(rows)
+    e2e = plots.end_to_end_table(df)
+    assert list(e2e.index) == ["none", "mspd"] and list(e2e.columns) == ["clean", "aa", "pgd", "sec_per_image"]
+    assert e2e.loc["mspd", "aa"] == 70.0
+    rev = plots.reversion_table(df, "aa")
+    assert list(rev.columns) == ["none", "jpeg", "white", "black"] and rev.loc["mspd", "white"] == 60.0
+    assert pd.isna(rev.loc["none", "white"])
+
+
+def test_grid_exclude_drops_cells_and_their_stages(params) -> None:
+    raw = dict(params.raw)
+    raw["grid"] = {**raw["grid"], "exclude": [{"defense": "none", "reversion": ["white", "black"]},
+                                              {"reversion": "jpeg", "attack": "pgd"}]}
+    p = config.parse(raw)
+    got = set(p.grid.cells())
+    assert ("none", "white", "victim_mlp", "pgd") not in got and ("mcgs", "jpeg", "victim_mlp", "pgd") not in got
+    assert ("mcgs", "jpeg", "victim_mlp", "autoattack") in got
+    assert len(got) == 2 * 4 * 3 * 2 - 2 * 3 * 2 - 2 * 3  # 48 - (none x {white,black}) - (jpeg x pgd)
+    names = {st.name for st in dag.build(p)}
+    assert "revert-none-white" not in names and "revert-mcgs-white" in names
+    assert sum(n.startswith("attack-") for n in names) == len(got)
+
+
+@pytest.mark.parametrize("rule,msg", [
+    ({"defense": "nosuch"}, "grid.exclude.0.defense: 'nosuch' is not in grid.defenses"),
+    ({"victims": "victim_mlp"}, "grid.exclude.0.victims"),
+    ({"attack": ["pgd", "autoattack"]}, "every cell is excluded"),
+])
+def test_bad_exclusions_are_one_line(params, rule, msg) -> None:
+    raw = dict(params.raw)
+    raw["grid"] = {**raw["grid"], "exclude": [rule]}
+    with pytest.raises(ConfigError) as err:
+        config.parse(raw)
+    assert msg in str(err.value) and "\n" not in str(err.value)

@@ -1,0 +1,59 @@
+"""The experiment files in config/: valid, activatable, and they dry-run through Snakemake's SLURM
+profile with the resources their stages need."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from test_pipeline import make_workspace, run
+
+EXPERIMENTS = ["cifar10", "imagenet", "cifar10-cpu"]
+
+
+def job_resources(out: str) -> dict[str, str]:
+    """rule name -> its 'resources:' line, from `snakemake -n` output."""
+    found = {}
+    for block in out.split("\nrule ")[1:]:
+        name = block.split(":", 1)[0].strip()
+        m = re.search(r"^\s*resources: (.*)$", block, re.M)
+        if m:
+            found[name] = m.group(1)
+    return found
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_dry_runs_on_the_slurm_profile(name: str, tmp_path: Path) -> None:
+    raw = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
+    ws = make_workspace(tmp_path, raw, dag=False)
+    out = run(["snakemake", "-n", "--profile", "workflow/profiles/slurm"], ws).stdout
+    assert "This was a dry-run" in out
+    res = job_resources(out)
+    attack = next(v for k, v in res.items() if k.startswith("attack__"))
+    model = next(v for k, v in res.items() if k.startswith("model__"))
+    assert "gpu=1" in attack and "gpu=1" in model and "runtime=" in attack and "mem_mb=" in attack
+    assert "gpu=" not in res["aggregate"]
+    cells = sum(k.startswith("attack__") for k in res)
+    from preempt import config
+
+    assert cells == len(config.load(ws / "params.yaml").grid.cells())
+    cpu = run(["snakemake", "-n", "--profile", "workflow/profiles/slurm", "--config", "gpus=0"], ws).stdout
+    assert "gpu=" not in cpu
+
+
+def test_use_activates_an_experiment_and_refuses_an_invalid_one(tmp_path: Path) -> None:
+    ws = make_workspace(tmp_path, yaml.safe_load((ROOT / "params.yaml").read_text()), dag=False)
+    before = (ws / "params.yaml").read_text()
+    bad = ws / "config" / "bad.yaml"
+    bad.write_text((ROOT / "config" / "cifar10-cpu.yaml").read_text().replace("schedule: F1B2", "schedule: X2"))
+    proc = subprocess.run([sys.executable, "-m", "preempt", "use", str(bad)], cwd=ws, capture_output=True, text=True)
+    assert proc.returncode == 2 and "schedule" in proc.stderr and (ws / "params.yaml").read_text() == before
+    run([sys.executable, "-m", "preempt", "use", "config/cifar10-cpu.yaml"], ws)
+    assert yaml.safe_load((ws / "params.yaml").read_text()) == yaml.safe_load(
+        (ROOT / "config" / "cifar10-cpu.yaml").read_text())
