@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             p = config.load(args.params)
             g = p.grid
             print(f"{args.params}: valid ({len(g.defenses)} defenses x {len(g.reversions)} reversions x "
-                  f"{len(g.victims)} victims x {len(g.attacks)} attacks)")
+                  f"{len(g.victims)} victims x {len(g.attacks)} attacks = {len(g.cells())} cells)")
         elif args.command == "prefetch":
             from . import config, prefetch
             from .runtime import setup_logging
