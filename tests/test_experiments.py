@@ -57,3 +57,14 @@ def test_use_activates_an_experiment_and_refuses_an_invalid_one(tmp_path: Path) 
     run([sys.executable, "-m", "preempt", "use", "config/cifar10-cpu.yaml"], ws)
     assert yaml.safe_load((ws / "params.yaml").read_text()) == yaml.safe_load(
         (ROOT / "config" / "cifar10-cpu.yaml").read_text())
+
+
+def test_a_missing_zoo_weight_stops_the_workflow_before_any_job(tmp_path: Path) -> None:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["models"]["victim_mlp"] = {"source": "robustbench", "name": "Wong2020Fast", "model_dir": str(tmp_path / "zoo")}
+    ws = make_workspace(tmp_path / "ws", raw, dag=False) if (tmp_path / "ws").mkdir() is None else None
+    proc = run(["snakemake", "--cores", "1"], ws, ok=False)
+    assert proc.returncode != 0
+    lines = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.startswith("preempt: error")]
+    assert len(lines) == 1 and str(tmp_path / "zoo" / "cifar10" / "Linf" / "Wong2020Fast.pt") in lines[0]
+    assert not (ws / "results").exists()  # nothing ran, nothing half-written

@@ -155,3 +155,19 @@ def test_prefetch_check_names_the_missing_weight(tmp_path: Path) -> None:
     assert proc.returncode == 2
     err = [ln for ln in proc.stderr.splitlines() if ln.startswith("preempt: error")]
     assert len(err) == 1 and "Wong2020Fast.pt" in err[0]
+
+
+def test_an_imagenet_zoo_model_of_config_imagenet_loads_offline(tmp_path: Path) -> None:
+    """MSPD's ImageNet backbone (ViT-S + ConvStem): random weights, RobustBench's loader, a forward."""
+    from preempt.models.zoo import RobustBenchConfig, _load, weight_files, zoo_entries
+
+    name = "Singh2023Revisiting_ViT-S-ConvStem"
+    cfg = RobustBenchConfig(name=name, dataset="imagenet", model_dir=str(tmp_path))
+    assert name in (ROOT / "config" / "imagenet.yaml").read_text()
+    torch.manual_seed(0)
+    net = zoo_entries("imagenet", "Linf")[name]["model"]()
+    target = weight_files(cfg)[0]
+    target.parent.mkdir(parents=True)
+    torch.save(net.state_dict(), target)
+    model = _load(cfg)
+    assert model(torch.rand(1, 3, 224, 224)).shape == (1, 1000)

@@ -18,6 +18,19 @@ def needed_models(p: Params) -> list[str]:
     return [st.args[0] for st in dag.build(p) if st.family == "model"]
 
 
+def check(p: Params) -> None:
+    """Quietly verify every weight file the DAG reads (the Snakefile runs this before any job)."""
+    from .models import zoo
+    from .models.file import read_checkpoint
+
+    for name in needed_models(p):
+        cfg = p.models[name]
+        if cfg.source == "robustbench":  # type: ignore[attr-defined]
+            zoo.check_present(name, cfg)  # type: ignore[arg-type]
+        elif cfg.source == "file":  # type: ignore[attr-defined]
+            read_checkpoint(cfg)  # type: ignore[arg-type]
+
+
 def run(p: Params, check_only: bool = False) -> None:
     from .data import DATASETS
     from .models import zoo
