@@ -50,6 +50,32 @@ def frozen(model: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
     return model
 
 
+def test_accuracy(model: nn.Module, device: torch.device | str) -> float:
+    """Clean accuracy (%) on the experiment's evaluation images: every model stage records it."""
+    from .. import artifacts, metrics
+    from ..dag import data_path
+
+    test, _ = artifacts.load(data_path("test"))
+    model = model.to(device).eval()
+    return metrics.accuracy(metrics.predict(model, test["x"].to(device)), test["y"].to(device))
+
+
+def save_weights(out: str, model: Normalized, meta: dict[str, Any]) -> None:
+    """The stage output of a model whose weights the pipeline holds: the inner network's state."""
+    from .. import artifacts
+
+    artifacts.save(out, dict(model.net.cpu().state_dict()), {"stage": "model", **meta})
+
+
+def load_weights(model: Normalized, path: str) -> Normalized:
+    """Fill a freshly built model with the weights saved by :func:`save_weights`."""
+    from .. import artifacts
+
+    state, _ = artifacts.load(path)
+    model.net.load_state_dict(state)
+    return model
+
+
 def load(name: str, params: Any, device: torch.device | str = "cpu") -> nn.Module:
     """Load model ``name`` of the experiment from its stage output, frozen, on ``device``."""
     from ..dag import model_path

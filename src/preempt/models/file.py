@@ -17,10 +17,10 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from .. import artifacts, metrics
+from .. import artifacts
 from ..errors import PreemptError
 from ..registry import MethodConfig, closest
-from . import ARCHS, SOURCES, Normalized
+from . import ARCHS, SOURCES, Normalized, load_weights, save_weights, test_accuracy
 
 
 class FileConfig(MethodConfig):
@@ -90,14 +90,11 @@ class FileSource:
         except RuntimeError as exc:
             raise PreemptError(f"models.{name}: checkpoint does not fit architecture '{cfg.arch}' "
                                f"({str(exc).splitlines()[0]}); check arch, state_dict_key and strip_prefix") from None
-        test, _ = artifacts.load(data_path("test"))
-        model = model.to(device).eval()
-        acc = metrics.accuracy(metrics.predict(model, test["x"].to(device)), test["y"].to(device))
-        artifacts.save(out, dict(model.net.cpu().state_dict()), {
-            "stage": "model", "model": name, "source": "file", "arch": cfg.arch, "file_sha256": cfg.sha256,
-            "clean_acc": acc, "wall_seconds": time.perf_counter() - t0, "device": str(device),
-            "params_hash": artifacts.params_hash(cfg.model_dump()),
-        })
+        acc = test_accuracy(model, device)
+        save_weights(out, model, {
+            "model": name, "source": "file", "arch": cfg.arch, "file_sha256": cfg.sha256, "clean_acc": acc,
+            "wall_seconds": time.perf_counter() - t0, "device": str(device),
+            "params_hash": artifacts.params_hash(cfg.model_dump())})
         return {"clean_acc": acc}
 
     @staticmethod
@@ -105,10 +102,7 @@ class FileSource:
         from ..dag import data_path
         from .train import ImageSpec
 
-        state, _ = artifacts.load(path)
-        model = _build(cfg, ImageSpec.of(data_path("test")))
-        model.net.load_state_dict(state)
-        return model
+        return load_weights(_build(cfg, ImageSpec.of(data_path("test"))), path)
 
 
 SOURCES.register("file", FileConfig)(FileSource)  # type: ignore[arg-type]

@@ -10,10 +10,10 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from .. import artifacts, metrics
+from .. import artifacts
 from ..errors import ConfigError, PreemptError
 from ..registry import MethodConfig, closest
-from . import ARCHS, SOURCES, Normalized
+from . import ARCHS, SOURCES, Normalized, load_weights, save_weights, test_accuracy
 from .recipes import RECIPES
 
 
@@ -114,7 +114,7 @@ def fit(cfg: TrainConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageS
             opt.step()
             if sched is not None:
                 sched.step()
-            total, seen = total + float(loss) * len(idx), seen + len(idx)
+            total, seen = total + float(loss.detach()) * len(idx), seen + len(idx)
         log.info("%s: epoch %d/%d, training loss %.4f", desc, epoch + 1, cfg.epochs, total / max(seen, 1))
     return model.eval()
 
@@ -125,27 +125,20 @@ class TrainSource:
         from ..dag import data_path
 
         train, _ = artifacts.load(data_path("train"))
-        test, _ = artifacts.load(data_path("test"))
         t0 = time.perf_counter()
         model = fit(cfg, train["x"], train["y"], ImageSpec.of(data_path("train")), device, desc=f"train {name}")
         seconds = time.perf_counter() - t0
-        acc = metrics.accuracy(metrics.predict(model, test["x"].to(device)), test["y"].to(device))
-        net = model.net.cpu()
-        artifacts.save(out, dict(net.state_dict()), {
-            "stage": "model", "model": name, "arch": cfg.arch, "recipe": cfg.recipe,
-            "seed": cfg.seed, "wall_seconds": seconds, "device": str(device), "clean_acc": acc,
-            "params_hash": artifacts.params_hash(cfg.model_dump()),
-        })
+        acc = test_accuracy(model, device)
+        save_weights(out, model, {
+            "model": name, "arch": cfg.arch, "recipe": cfg.recipe, "seed": cfg.seed, "wall_seconds": seconds,
+            "device": str(device), "clean_acc": acc, "params_hash": artifacts.params_hash(cfg.model_dump())})
         return {"clean_acc": acc, "seconds": seconds}
 
     @staticmethod
     def load(name: str, cfg: TrainConfig, params: Any, path: str) -> nn.Module:
         from ..dag import data_path
 
-        state, _ = artifacts.load(path)
-        model = build(cfg, ImageSpec.of(data_path("test")))
-        model.net.load_state_dict(state)
-        return model
+        return load_weights(build(cfg, ImageSpec.of(data_path("test"))), path)
 
 
 SOURCES.register("train", TrainConfig)(TrainSource)  # type: ignore[arg-type]

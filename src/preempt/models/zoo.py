@@ -26,10 +26,10 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from .. import artifacts, metrics
+from .. import artifacts
 from ..errors import PreemptError
 from ..registry import MethodConfig, closest
-from . import SOURCES
+from . import SOURCES, test_accuracy
 
 
 class RobustBenchConfig(MethodConfig):
@@ -116,17 +116,13 @@ def _load(cfg: RobustBenchConfig) -> nn.Module:
 class RobustBenchSource:
     @staticmethod
     def materialize(name: str, cfg: RobustBenchConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
-        from ..dag import data_path
-
         files = check_present(name, cfg)
         digests = {str(f): artifacts.sha256(f) for f in files}
         if cfg.sha256 is not None and files and digests[str(files[0])] != cfg.sha256:
             raise PreemptError(f"{files[0]}: sha256 {digests[str(files[0])]} does not match models.{name}.sha256 "
                                f"{cfg.sha256}; the file is corrupted or another checkpoint; fetch it again")
         t0 = time.perf_counter()
-        model = _load(cfg).to(device)
-        test, _ = artifacts.load(data_path("test"))
-        acc = metrics.accuracy(metrics.predict(model, test["x"].to(device)), test["y"].to(device))
+        acc = test_accuracy(_load(cfg), device)
         artifacts.save(out, {}, {
             "stage": "model", "model": name, "source": "robustbench", "zoo_name": cfg.name,
             "weight_files": digests, "clean_acc": acc, "wall_seconds": time.perf_counter() - t0,
