@@ -7,7 +7,9 @@ normalizes inside, so defenses and attacks never see normalization.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from typing import Annotated, Any, Callable, Protocol
+
+from pydantic import AfterValidator
 
 import torch
 from torch import nn
@@ -27,6 +29,17 @@ class Source(Protocol):
 
 
 SOURCES: Registry[Any] = Registry("model source", "preempt.models", key="source")
+
+
+def _known_arch(name: str) -> str:
+    from ..registry import closest
+
+    if name not in ARCHS:
+        raise ValueError(f"unknown architecture {name!r}; {closest(name, ARCHS.names())}")
+    return name
+
+
+ArchName = Annotated[str, AfterValidator(_known_arch)]  # a config field naming an ARCHS entry
 
 
 class Normalized(nn.Module):

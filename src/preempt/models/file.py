@@ -14,20 +14,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 
 from .. import artifacts
 from ..errors import PreemptError
-from ..registry import MethodConfig, closest
-from . import ARCHS, SOURCES, Normalized, load_weights, save_weights, test_accuracy
+from ..registry import MethodConfig
+from . import ARCHS, SOURCES, ArchName, Normalized, load_weights, save_weights, test_accuracy
 
 
 class FileConfig(MethodConfig):
     source: Literal["file"] = "file"
     path: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="lowercase hex digest of the file")
-    arch: str
+    arch: ArchName
     state_dict_key: str | None = "state_dict"
     strip_prefix: str = "module."
     mean: tuple[float, ...] | None = None
@@ -35,13 +35,6 @@ class FileConfig(MethodConfig):
 
     def code_modules(self) -> list[str]:
         return [ARCHS[self.arch].module]
-
-    @field_validator("arch")
-    @classmethod
-    def _arch(cls, v: str) -> str:
-        if v not in ARCHS:
-            raise ValueError(f"unknown architecture {v!r}; {closest(v, ARCHS.names())}")
-        return v
 
 
 def read_checkpoint(cfg: FileConfig) -> dict[str, torch.Tensor]:

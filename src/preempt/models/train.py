@@ -13,13 +13,13 @@ from torch import nn
 from .. import artifacts
 from ..errors import ConfigError, PreemptError
 from ..registry import MethodConfig, closest
-from . import ARCHS, SOURCES, Normalized, load_weights, save_weights, test_accuracy
+from . import ARCHS, SOURCES, ArchName, Normalized, load_weights, save_weights, test_accuracy
 from .recipes import RECIPES
 
 
 class TrainConfig(MethodConfig):
     source: Literal["train"] = "train"
-    arch: str
+    arch: ArchName
     recipe: dict[str, Any] = Field(default_factory=lambda: {"method": "standard"})
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -34,13 +34,6 @@ class TrainConfig(MethodConfig):
 
     def code_modules(self) -> list[str]:
         return [ARCHS[self.arch].module, RECIPES[self.recipe["method"]].module]
-
-    @field_validator("arch")
-    @classmethod
-    def _arch(cls, v: str) -> str:
-        if v not in ARCHS:
-            raise ValueError(f"unknown architecture {v!r}; {closest(v, ARCHS.names())}")
-        return v
 
     @field_validator("recipe")
     @classmethod
