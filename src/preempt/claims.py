@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from .config import Params
+from .dag import PUBLISHED_CSV
 
-from .dag import PUBLISHED_CSV  # noqa: E402 - the one spelling of the path
 KEYS = ["dataset", "defense_ref", "victim_ref", "attack_ref", "reversion"]
 
 

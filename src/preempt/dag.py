@@ -157,7 +157,7 @@ def build(p: Params) -> list[Stage]:
         stages.append(Stage(
             "revert", (d, r),
             (*with_sidecar(re_path(d)), *_models(dict.fromkeys([*model_refs(rcfg), *(
-                 roles(p.defenses[d]).values() if getattr(rcfg, "uses_defense_models", lambda: False)() else [])])),
+                 roles(p.defenses[d]).values() if rcfg.uses_defense_models() else [])])),
              *_code("preempt.stages.revert", REVERSIONS[rcfg.method].module,  # type: ignore[attr-defined]
                     DEFENSES[p.defenses[d].method].module)),  # type: ignore[attr-defined]
             (f"reversions.{r}", f"defenses.{d}", "runtime"), tuple(with_sidecar(input_path(d, r)))))

@@ -30,6 +30,11 @@ class MethodConfig(BaseModel):
         """Extra modules (beyond the registry entry's) whose code this entry runs."""
         return []
 
+    def uses_defense_models(self) -> bool:
+        """True for a reversion that re-runs the defense with the defender's own models (so those
+        models are DAG dependencies of its stage)."""
+        return False
+
 
 class ModelRef(str):
     """Marker used in ``Annotated[str, ModelRef]``: the field names an entry of ``models``."""
