@@ -30,24 +30,34 @@ def defense_ref(cfg: Any) -> str:
     return str(cfg.method)
 
 
-def victim_ref(cfg: Any) -> str:
+def victim_ref(cfg: Any, models: Any = None) -> str:
     if cfg.source == "robustbench":
         return str(cfg.name)
     if cfg.source == "file":
         return Path(cfg.path).name
-    return f"train/{cfg.arch}/{cfg.recipe['method']}"
+    if cfg.source == "train":
+        return f"train/{cfg.arch}/{cfg.recipe['method']}"
+    base = getattr(cfg, "model", None) or getattr(cfg, "target", None)  # wrappers: what they wrap
+    inner = f"({victim_ref(models[base], models)})" if base and models is not None else ""
+    kind = cfg.transform["method"] if cfg.source == "transform" else cfg.source
+    arch = getattr(cfg, "arch", None)
+    return f"{kind}{'/' + arch if arch else ''}{inner}"
 
 
 def attack_ref(cfg: Any) -> str:
     if cfg.method == "autoattack":
-        return f"autoattack/{cfg.version}/{cfg.norm}/{cfg.eps:.4f}"
-    if cfg.method == "pgd":
-        return f"pgd-{cfg.loss}/{cfg.norm}/{cfg.eps:.4f}/{cfg.steps}"
-    return f"{cfg.method}/{cfg.norm}/{cfg.eps:.4f}"
+        ref = f"autoattack/{cfg.version}/{cfg.norm}/{cfg.eps:.4f}"
+    elif cfg.method == "pgd":
+        ref = f"pgd-{cfg.loss}/{cfg.norm}/{cfg.eps:.4f}/{cfg.steps}"
+    else:
+        ref = f"{cfg.method}/{cfg.norm}/{cfg.eps:.4f}"
+    if cfg.bpda:
+        ref = f"bpda+{ref}"
+    return f"transfer[{','.join(cfg.surrogates)}]/{ref}" if cfg.surrogates else ref
 
 
 def describe(p: Params, defense: str, victim: str, attack: str) -> dict[str, str]:
-    return {"defense_ref": defense_ref(p.defenses[defense]), "victim_ref": victim_ref(p.models[victim]),
+    return {"defense_ref": defense_ref(p.defenses[defense]), "victim_ref": victim_ref(p.models[victim], p.models),
             "attack_ref": attack_ref(p.attacks[attack])}
 
 

@@ -197,6 +197,19 @@ def _entry(section: str, name: str, data: Any, registry: Registry[Any]) -> Metho
     return validate_model(registry[choice].config, data, where)
 
 
+def _check_acyclic(models: dict[str, MethodConfig]) -> None:
+    """A model built from other models (a wrapper, a denoiser) must not end up depending on itself."""
+    def walk(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = " -> ".join([*path[path.index(name):], name])
+            raise ConfigError(f"models: {cycle} is a cycle; a model cannot be built from itself")
+        for ref in model_refs(models[name]):
+            walk(ref, [*path, name])
+
+    for name in models:
+        walk(name, [])
+
+
 def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
     """Validate a params mapping; raise ConfigError (one line) on the first problem."""
     if not isinstance(raw, dict):
@@ -236,7 +249,7 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
                 raise ConfigError(
                     f"grid.{field}: '{value}' is not defined in {section}; {closest(value, list(sections[section]))}"
                 )
-    for section in ("defenses", "reversions", "models"):
+    for section in ("defenses", "reversions", "models", "attacks"):
         for name, cfg in sections[section].items():
             for ref in model_refs(cfg):
                 if ref not in sections["models"]:
@@ -244,6 +257,7 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
                         f"{section}.{name}: model '{ref}' is not defined in models; "
                         f"{closest(ref, list(sections['models']))}"
                     )
+    _check_acyclic(sections["models"])
     return Params(
         raw=raw,
         dataset=dataset,

@@ -121,6 +121,29 @@ def _models(names: Iterable[str]) -> list[str]:
     return [p for n in names for p in with_sidecar(model_path(n))]
 
 
+def models_needed(p: Params) -> list[str]:
+    """Every model the grid uses (victims, the models of its defenses, reversions and attacks) and,
+    first, the models those are built from (a wrapper's base model, a denoiser's target): a
+    topological order, so a model stage always comes after the stages of the models it reads."""
+    from .registry import model_refs
+
+    g = p.grid
+    roots = [*g.victims, *(m for d in g.defenses for m in model_refs(p.defenses[d])),
+             *(m for r in g.reversions for m in model_refs(p.reversions[r])),
+             *(m for a in g.attacks for m in model_refs(p.attacks[a]))]
+    order: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in order:
+            for dep in model_refs(p.models[name]):
+                visit(dep)
+            order.append(name)
+
+    for name in roots:
+        visit(name)
+    return order
+
+
 def build(p: Params) -> list[Stage]:
     """All stages of the experiment, in topological order."""
     from .attacks import ATTACKS
@@ -134,15 +157,11 @@ def build(p: Params) -> list[Stage]:
     test = with_sidecar(data_path("test"))
     stages = [Stage("data", (), _code("preempt.stages.data", DATASETS[p.dataset.name].module),  # type: ignore[attr-defined]
                     ("dataset",), (*with_sidecar(data_path("train")), *test))]
-    needed = list(dict.fromkeys(
-        [*g.victims,
-         *(m for d in g.defenses for m in model_refs(p.defenses[d])),
-         *(m for r in g.reversions for m in model_refs(p.reversions[r]))]))
-    for name in needed:
+    for name in models_needed(p):
         cfg = p.models[name]
         entry = SOURCES[cfg.source]  # type: ignore[attr-defined]
         code = [entry.module, *cfg.code_modules()]
-        stages.append(Stage("model", (name,), (*with_sidecar(data_path("train")), *test,
+        stages.append(Stage("model", (name,), (*with_sidecar(data_path("train")), *test, *_models(model_refs(cfg)),
                                                *_code("preempt.stages.model", *code)),
                             (f"models.{name}", "runtime"), tuple(with_sidecar(model_path(name)))))
     for d in g.defenses:
@@ -164,7 +183,7 @@ def build(p: Params) -> list[Stage]:
     for d, r, v, a in cells:
         stages.append(Stage(
             "attack", (d, r, v, a),
-            (*with_sidecar(input_path(d, r)), *test, *_models([v]),
+            (*with_sidecar(input_path(d, r)), *test, *_models([v, *model_refs(p.attacks[a])]),
              *_code("preempt.stages.attack", "preempt.metrics", ATTACKS[p.attacks[a].method].module)),  # type: ignore[attr-defined]
             (f"attacks.{a}", "metrics", "runtime"),
             (*with_sidecar(adv_path(d, r, v, a)), cell_path(d, r, v, a))))

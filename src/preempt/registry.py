@@ -12,7 +12,7 @@ import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, TypeVar, get_args
+from typing import Annotated, Any, Callable, Generic, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict
 
@@ -40,11 +40,19 @@ class ModelRef(str):
     """Marker used in ``Annotated[str, ModelRef]``: the field names an entry of ``models``."""
 
 
-def is_model_ref(field: Any) -> bool:
-    """Whether a pydantic field is ``ModelName`` or ``ModelName | None`` (Annotated in a Union)."""
-    if ModelRef in field.metadata:
+ModelName = Annotated[str, ModelRef]  # a config field naming an entry of params.yaml's ``models``
+
+
+def _refers(annotation: Any) -> bool:
+    if ModelRef in getattr(annotation, "__metadata__", ()):
         return True
-    return any(ModelRef in getattr(arg, "__metadata__", ()) for arg in get_args(field.annotation))
+    return any(_refers(arg) for arg in get_args(annotation))
+
+
+def is_model_ref(field: Any) -> bool:
+    """Whether a pydantic field names models: ``ModelName``, ``ModelName | None`` or
+    ``list[ModelName]`` (pydantic keeps Annotated metadata only outside a Union, so look inside)."""
+    return ModelRef in field.metadata or _refers(field.annotation)
 
 
 def model_refs(cfg: BaseModel) -> list[str]:
@@ -53,8 +61,9 @@ def model_refs(cfg: BaseModel) -> list[str]:
     for name, field in type(cfg).model_fields.items():
         if is_model_ref(field):
             value = getattr(cfg, name)
-            if value is not None and value not in refs:
-                refs.append(value)
+            for v in value if isinstance(value, (list, tuple)) else [value]:
+                if v is not None and v not in refs:
+                    refs.append(v)
     return refs
 
 

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..registry import MethodConfig, Registry
+from ..registry import MethodConfig, ModelName, Registry
 
 Attack = Callable[..., torch.Tensor]
 ATTACKS: Registry[Attack] = Registry("attack", __name__)
@@ -22,10 +22,20 @@ Norm = Literal["Linf", "L2"]
 
 
 class AttackConfig(MethodConfig):
+    """Fields every attack has. ``surrogates`` makes it a transfer attack: the adversarial examples
+    are crafted on each surrogate (white-box) and evaluated on the cell's victim; ``robust_acc``
+    is then the mean over surrogates (R_T^{S,A} of Trigger Activation is its mean over victims).
+    ``bpda`` differentiates every pre-processing defense of the attacked model as the identity.
+    ``threat_eps`` counts an example robust when the attack lands farther than it from the true
+    original (Moon et al.'s metric for attacks that start from a reconstruction)."""
+
     method: str
     eps: float = Field(ge=0, le=1)
     norm: Norm = "Linf"
     seed: int = 0
+    surrogates: list[ModelName] = Field(default_factory=list)
+    bpda: bool = False
+    threat_eps: float | None = Field(None, gt=0, le=1)
 
 
 def _flat_norm(v: torch.Tensor) -> torch.Tensor:
@@ -67,3 +77,13 @@ def input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tens
         loss = nn.functional.cross_entropy(model(x), y, reduction="sum")
         (grad,) = torch.autograd.grad(loss, x)
     return grad
+
+
+def eot_grad(grad_fn: Callable[..., torch.Tensor], model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             eot_iter: int = 1) -> torch.Tensor:
+    """Expectation over Transformation: the mean gradient over ``eot_iter`` calls of a randomized
+    model (each call draws fresh randomness); one call for a deterministic model."""
+    g = grad_fn(model, x, y)
+    for _ in range(eot_iter - 1):
+        g = g + grad_fn(model, x, y)
+    return g / eot_iter

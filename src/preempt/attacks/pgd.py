@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from . import ATTACKS, AttackConfig, input_grad, project, signed_step, uniform_ball
+from . import ATTACKS, AttackConfig, eot_grad, input_grad, project, signed_step, uniform_ball
 
 
 class PGDConfig(AttackConfig):
@@ -25,6 +25,7 @@ class PGDConfig(AttackConfig):
     steps: int = Field(10, ge=1)
     random_start: bool = True
     loss: Literal["ce", "cw"] = "ce"
+    eot_iter: int = Field(1, ge=1, description="gradients averaged per step (EOT for randomized victims)")
 
 
 def cw_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -40,7 +41,7 @@ def cw_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
         norm: str = "Linf", random_start: bool = True, generator: torch.Generator | None = None,
-        loss: str = "ce") -> torch.Tensor:
+        loss: str = "ce", eot_iter: int = 1) -> torch.Tensor:
     """Untargeted PGD inside the eps-ball around ``x``."""
     grad_fn = cw_grad if loss == "cw" else input_grad
     adv = x.clone()
@@ -48,7 +49,7 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
         gen = generator if generator is not None else torch.Generator(device=x.device).manual_seed(0)
         adv = project(x + uniform_ball(x.shape, eps, norm, gen, x.device), x, eps, norm)  # type: ignore[arg-type]
     for _ in range(steps):
-        adv = project(adv + signed_step(grad_fn(model, adv, y), alpha, norm), x, eps, norm)  # type: ignore[arg-type]
+        adv = project(adv + signed_step(eot_grad(grad_fn, model, adv, y, eot_iter), alpha, norm), x, eps, norm)  # type: ignore[arg-type]
     return adv.detach()
 
 
@@ -57,4 +58,4 @@ def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: PGDConfig,
         generator: torch.Generator) -> torch.Tensor:
     alpha = cfg.alpha if cfg.alpha is not None else 2.5 * cfg.eps / cfg.steps
     return pgd(model, x, y, eps=cfg.eps, alpha=alpha, steps=cfg.steps, norm=cfg.norm,
-               random_start=cfg.random_start, generator=generator, loss=cfg.loss)
+               random_start=cfg.random_start, generator=generator, loss=cfg.loss, eot_iter=cfg.eot_iter)

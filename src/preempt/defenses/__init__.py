@@ -8,18 +8,17 @@ roles, so every defense is attackable by reversion without extra code.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal, Mapping
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 from torch import nn
 
 from ..metrics import predict
-from ..registry import MethodConfig, ModelRef, Registry, is_model_ref
+from ..registry import MethodConfig, ModelName, Registry, is_model_ref
 
 Defense = Callable[..., torch.Tensor]
 DEFENSES: Registry[Defense] = Registry("defense", __name__)
 
-ModelName = Annotated[str, ModelRef]
 LabelSource = Literal["classifier", "ground_truth", "backbone"]
 
 

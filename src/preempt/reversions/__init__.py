@@ -7,7 +7,7 @@ Uniform signature: ``revert(x_r, *, cfg, redefend, generator) -> x_tilde`` where
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Callable, ClassVar, Literal
 
 import torch
 
@@ -15,6 +15,16 @@ from ..registry import MethodConfig, Registry
 
 Reversion = Callable[..., torch.Tensor]
 REVERSIONS: Registry[Reversion] = Registry("reversion", __name__)
+
+
+class TransformConfig(MethodConfig):
+    """An input transform: usable as a reversion on REs *and* as a test-time defense in front of a
+    victim (``models.<name>.source: transform``). ``differentiable`` says whether autograd gives a
+    useful gradient through it (if not, attacks on the wrapped victim use BPDA's identity
+    gradient); ``randomized`` whether each call draws fresh randomness (attack it with EOT)."""
+
+    differentiable: ClassVar[bool] = True
+    randomized: ClassVar[bool] = False
 
 
 class NoReversion(MethodConfig):

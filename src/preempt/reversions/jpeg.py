@@ -4,16 +4,16 @@ Pillow rather than torchvision.io: torchvision 0.29 deprecated its image codecs.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import Field
 
-from ..registry import MethodConfig
-from . import REVERSIONS
+from . import REVERSIONS, TransformConfig
 
 
-class JPEGConfig(MethodConfig):
+class JPEGConfig(TransformConfig):
+    differentiable: ClassVar[bool] = False  # libjpeg outside autograd: attacked through BPDA
     method: Literal["jpeg"] = "jpeg"
     quality: int = Field(75, ge=1, le=100)
 

@@ -13,27 +13,28 @@ baselines, used in the papers' reversion tables next to JPEG).
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ..registry import MethodConfig
-from . import REVERSIONS
+from . import REVERSIONS, TransformConfig
 
 
-class BitDepthConfig(MethodConfig):
+class BitDepthConfig(TransformConfig):
+    differentiable: ClassVar[bool] = False  # rounding: zero gradient almost everywhere
     method: Literal["bitdepth"] = "bitdepth"
     bits: int = Field(4, ge=1, le=8)
 
 
-class GaussianConfig(MethodConfig):
+class GaussianConfig(TransformConfig):
     method: Literal["gaussian"] = "gaussian"
     sigma: float = Field(1.0, gt=0, le=10)
 
 
-class ResizePadConfig(MethodConfig):
+class ResizePadConfig(TransformConfig):
+    randomized: ClassVar[bool] = True
     method: Literal["resize_pad"] = "resize_pad"
     pad: int = Field(4, ge=1, le=256, description="largest extra side in pixels (32 -> up to 36 on CIFAR-10)")
 

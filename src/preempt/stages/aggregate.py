@@ -15,6 +15,7 @@ from ..runtime import log
 from . import Context
 
 COLUMNS = ["dataset", "defense", "victim", "attack", "reversion", "n", "clean_acc", "robust_acc",
+           "robust_acc_ball", "robust_acc_by_surrogate",
            "ssim", "lpips", "linf", "l2", "sec_per_image", "adv_linf", "attack_sec_per_image", "lpips_note"]
 
 
