@@ -16,6 +16,8 @@ Linf: x_r = lo + (hi - lo) * (tanh(w) + 1) / 2 with lo/hi the box [x - eps, x + 
 descent on x_r (lr 0.001 in the paper's CIFAR-10 setting) onto the L2 ball and [0, 1].
 The defender's model is the ``backbone`` role (the paper robustifies for the deployed model),
 the labels come from the ``classifier`` role, so preemptive reversion applies unchanged.
+``reverse: true`` maximises the same objective from the given image: the original-image
+reconstruction that Moon et al.'s adaptive attack runs from x_r (the ``reconstruct`` reversion).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class BiLevelConfig(DefenseConfig):
     norm: Literal["Linf", "L2"] = "Linf"
     label_source: LabelSource = "classifier"
     seed: int = 0
+    reverse: bool = Field(False, description="maximise instead (the reconstruction attack's dynamics)")
 
 
 def inner_attack(model: nn.Module, xr: torch.Tensor, y: torch.Tensor, cfg: BiLevelConfig,
@@ -71,7 +74,8 @@ def robustify(x: torch.Tensor, y: torch.Tensor, model: nn.Module, cfg: BiLevelCo
         xr = x0.clone()
         lr = cfg.lr if cfg.lr is not None else 1e-3
         for _ in range(cfg.max_iter):
-            xr = project(xr - lr * outer_grad(model, xr, y, cfg, generator), x0, cfg.eps, "L2")
+            sign = 1.0 if cfg.reverse else -1.0
+            xr = project(xr + sign * lr * outer_grad(model, xr, y, cfg, generator), x0, cfg.eps, "L2")
         return xr.detach()
     lo, hi = (x0 - cfg.eps).clamp(0, 1), (x0 + cfg.eps).clamp(0, 1)
     span = (hi - lo).clamp_min(1e-12)
@@ -87,7 +91,7 @@ def robustify(x: torch.Tensor, y: torch.Tensor, model: nn.Module, cfg: BiLevelCo
             g_x = outer_grad(model, decode(w), y, cfg, generator)
         opt.zero_grad(set_to_none=True)
         with torch.enable_grad():
-            decode(w).backward(g_x)  # chain rule through the tanh reparameterisation
+            decode(w).backward(-g_x if cfg.reverse else g_x)  # chain rule through the tanh reparameterisation
         opt.step()
     return decode(w).detach()
 

@@ -12,6 +12,13 @@ Preemption) runs steps in order:
 P is the projection onto the eps-ball around the ORIGINAL image, then onto [0, 1]; P_{x_r} keeps
 each single-step attack inside the eps-ball around the current iterate. alpha (the FGSM step)
 defaults to eps. The N starts are one batched pass (chunked to ``chunk_size`` images), not a loop.
+
+Schedules are runs of F/B steps, and ``(...)xK`` repeats a group: Fast Preemption's ablations
+F100-B0 = ``F100``, F0-B100 = ``B100``, F10-B90 = ``F10B90``, Alternate = ``(F1B1)x50``, F1-B2 =
+``F1B2``, F0-B3 = ``B3``. UnAdv (Salman et al., 2021; the forward-only baseline) is ``F<k>`` with
+``n_samples: 1`` and ``random_start: false``: plain projected signed-gradient descent on the loss.
+``reverse: true`` flips every step's direction (the original-image reconstruction of Moon et
+al.'s adaptive attack, run by the ``reconstruct`` reversion).
 """
 
 from __future__ import annotations
@@ -27,14 +34,20 @@ from ..attacks import input_grad, project, signed_step, uniform_ball
 from . import DEFENSES, DefenseConfig, LabelSource, ModelName, labels
 
 SCHEDULE_RE = re.compile(r"^(?:[FB]\d{1,4})+$")
+GROUP_RE = re.compile(r"\(((?:[FB]\d{1,4})+)\)x(\d{1,4})")
+MAX_STEPS = 100_000
 
 
 def parse_schedule(schedule: str) -> list[int]:
-    """'F1B2' -> [+1, -1, -1]: +1 = forward (descend), -1 = backward (ascend, then subtract)."""
-    if not SCHEDULE_RE.match(schedule):
-        raise ValueError(f"malformed schedule {schedule!r}; use F/B steps like 'F1B1', 'F1B2', 'F0B3'")
+    """'F1B2' -> [+1, -1, -1]: +1 = forward (descend), -1 = backward (ascend, then subtract);
+    '(F1B1)x2' -> [+1, -1, +1, -1]."""
+    flat = GROUP_RE.sub(lambda m: m.group(1) * int(m.group(2)), schedule)
+    if not SCHEDULE_RE.match(flat):
+        raise ValueError(f"malformed schedule {schedule!r}; use F/B steps like 'F1B1', 'F1B2', 'B3', '(F1B1)x50'")
+    if sum(int(c) for c in re.findall(r"\d+", flat)) > MAX_STEPS:
+        raise ValueError(f"schedule {schedule!r} has more than {MAX_STEPS} steps")
     steps: list[int] = []
-    for kind, count in re.findall(r"([FB])(\d+)", schedule):
+    for kind, count in re.findall(r"([FB])(\d+)", flat):
         steps += [1 if kind == "F" else -1] * int(count)
     if not steps:
         raise ValueError(f"schedule {schedule!r} has no step; use at least one F or B step")
@@ -53,6 +66,8 @@ class MCGSConfig(DefenseConfig):
     norm: Literal["Linf", "L2"] = "Linf"
     label_source: LabelSource = "classifier"
     seed: int = 0
+    random_start: bool = Field(True, description="each of the N FGSM steps starts at a random point of the ball")
+    reverse: bool = Field(False, description="flip every step (reconstruction attack)")
     chunk_size: int = Field(8192, ge=1, description="max images (N x batch) per backbone pass")
 
     @field_validator("schedule")
@@ -63,11 +78,13 @@ class MCGSConfig(DefenseConfig):
 
 
 def smoothed_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,
-                  n: int, norm: str, ascend: bool, generator: torch.Generator, chunk_size: int) -> torch.Tensor:
+                  n: int, norm: str, ascend: bool, generator: torch.Generator, chunk_size: int,
+                  random_start: bool = True) -> torch.Tensor:
     """Mean over N random starts of a one-step FGSM (ascending or descending) around ``x``."""
     b = x.shape[0]
     starts = x.unsqueeze(0).expand(n, *x.shape).reshape(n * b, *x.shape[1:])
-    starts = (starts + uniform_ball(starts.shape, eps, norm, generator, x.device)).clamp(0, 1)  # type: ignore[arg-type]
+    if random_start:
+        starts = (starts + uniform_ball(starts.shape, eps, norm, generator, x.device)).clamp(0, 1)  # type: ignore[arg-type]
     centers = x.repeat(n, *([1] * (x.dim() - 1)))
     targets = y.repeat(n)
     out = torch.empty_like(starts)
@@ -85,8 +102,10 @@ def cascade(x: torch.Tensor, y: torch.Tensor, backbone: nn.Module, cfg: MCGSConf
     xr = x0.clone()
     alpha = cfg.alpha if cfg.alpha is not None else cfg.eps
     for direction in parse_schedule(cfg.schedule):
+        direction = -direction if cfg.reverse else direction
         avg = smoothed_fgsm(backbone, xr, y, eps=cfg.eps, alpha=alpha, n=cfg.n_samples, norm=cfg.norm,
-                            ascend=direction < 0, generator=generator, chunk_size=cfg.chunk_size)
+                            ascend=direction < 0, generator=generator, chunk_size=cfg.chunk_size,
+                            random_start=cfg.random_start)
         xr = project(xr + direction * cfg.eta * (avg - xr), x0, cfg.eps, cfg.norm)
     return xr.detach()
 

@@ -2,7 +2,8 @@
 
 ``standard`` trains on clean images; ``pgd_at`` is Madry et al.'s PGD adversarial training;
 ``fgsm_at`` is Wong et al.'s "fast" adversarial training (FGSM from a random start, step
-1.25*eps). Adversarial inputs are crafted with the model in eval mode (BatchNorm statistics are
+1.25*eps); ``preemptive_at`` is Moon et al.'s preemptively robust training (their Algorithm 2).
+Adversarial inputs are crafted with the model in eval mode (BatchNorm statistics are
 not updated by attack iterations), then the update runs in train mode.
 """
 
@@ -60,3 +61,32 @@ def fgsm_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: FGSMReci
     alpha = cfg.alpha if cfg.alpha is not None else 1.25 * cfg.eps
     start = project(x + uniform_ball(x.shape, cfg.eps, cfg.norm, generator, x.device), x, cfg.eps, cfg.norm)
     return project(start + signed_step(input_grad(model, start, y), alpha, cfg.norm), x, cfg.eps, cfg.norm)
+
+
+class PreemptiveATRecipe(MethodConfig):
+    """Moon et al. (AAAI 2022), Algorithm 2: train on the worst case *after* preemptive
+    robustification, so the deployed model suits the defense. Per batch: x_r = Bi-Level
+    robustification of x (ground-truth labels, ``outer_iters`` outer steps; 100 at test time, a few
+    in training as in adversarial training's short inner loops), then PGD-``steps`` from x_r with
+    budget ``attack_eps`` (default eps); the update uses that adversarial example."""
+
+    method: Literal["preemptive_at"] = "preemptive_at"
+    eps: float = Field(ge=0, le=1)
+    attack_eps: float | None = Field(None, gt=0, le=1)
+    outer_iters: int = Field(5, ge=1)
+    steps: int = Field(7, ge=1)
+    norm: Literal["Linf", "L2"] = "Linf"
+
+
+@RECIPES.register("preemptive_at", PreemptiveATRecipe)
+def preemptive_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: PreemptiveATRecipe,
+                  generator: torch.Generator) -> torch.Tensor:
+    from ..defenses.bilevel import BiLevelConfig, robustify
+
+    attack_eps = cfg.attack_eps if cfg.attack_eps is not None else cfg.eps
+    # roles name the model being trained: robustify only reads the numbers of the config
+    bl = BiLevelConfig(classifier="self", backbone="self", eps=cfg.eps, attack_eps=attack_eps,
+                       max_iter=cfg.outer_iters, inner_steps=cfg.steps, norm=cfg.norm)
+    xr = robustify(x, y, model, bl, generator)
+    return pgd(model, xr, y, eps=attack_eps, alpha=2.5 * attack_eps / cfg.steps, steps=cfg.steps, norm=cfg.norm,
+               generator=generator)

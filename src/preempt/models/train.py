@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 from pydantic import Field, field_validator
@@ -17,23 +17,26 @@ from . import ARCHS, SOURCES, ArchName, Normalized, load_weights, save_weights, 
 from .recipes import RECIPES
 
 
-class TrainConfig(MethodConfig):
-    source: Literal["train"] = "train"
-    arch: ArchName
+class OptimConfig(MethodConfig):
+    """How a network is optimised (shared by every source that trains one)."""
+
     recipe: dict[str, Any] = Field(default_factory=lambda: {"method": "standard"})
     epochs: int = Field(20, ge=1)
     batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(1e-3, gt=0)
-    # cosine decays the Adam step size to 0 over the run: what makes few-epoch (fast) adversarial
-    # training converge (Wong et al. use a cyclic schedule for the same reason).
-    lr_schedule: Literal["constant", "cosine"] = "constant"
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    # cosine decays the step size to 0 over the run: what makes few-epoch (fast) adversarial
+    # training converge (Wong et al. use a cyclic schedule for the same reason). multistep: x0.1
+    # at 50% and 83% of the epochs (JATP's schedule).
+    lr_schedule: Literal["constant", "cosine", "multistep"] = "constant"
     # hflip: random horizontal flips of each training image (natural images; not for digits).
     augment: list[Literal["hflip"]] = Field(default_factory=list)
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
 
     def code_modules(self) -> list[str]:
-        return [ARCHS[self.arch].module, RECIPES[self.recipe["method"]].module]
+        return [RECIPES[self.recipe["method"]].module]
 
     @field_validator("recipe")
     @classmethod
@@ -47,6 +50,14 @@ class TrainConfig(MethodConfig):
             return validate_model(RECIPES[method].config, v, "recipe").model_dump()
         except ConfigError as err:
             raise ValueError(str(err)) from None
+
+
+class TrainConfig(OptimConfig):
+    source: Literal["train"] = "train"
+    arch: ArchName
+
+    def code_modules(self) -> list[str]:
+        return [ARCHS[self.arch].module, *super().code_modules()]
 
 
 @dataclass(frozen=True)
@@ -70,18 +81,36 @@ def build(cfg: TrainConfig, spec: ImageSpec) -> nn.Module:
     return Normalized(ARCHS[cfg.arch].fn(spec.shape, spec.n_classes), spec.mean, spec.std)
 
 
-def fit(cfg: TrainConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageSpec, device: torch.device,
-        desc: str = "train") -> nn.Module:
-    """Minibatch Adam over ``cfg.epochs``; each batch is transformed by the recipe first."""
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(model(x), y)
+
+
+Loss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def fit(cfg: OptimConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageSpec, device: torch.device,
+        desc: str = "train", loss_fn: Loss = cross_entropy,
+        epoch_end: Callable[[int], None] | None = None, model: nn.Module | None = None) -> nn.Module:
+    """Minibatch Adam over ``cfg.epochs``; each batch is transformed by the recipe first.
+
+    Sources that train differently reuse this loop through ``loss_fn`` (the batch loss, model in
+    train mode), ``epoch_end`` (called after each epoch, e.g. a trigger update) and ``model``
+    (a pre-built network, e.g. a denoiser in front of a frozen target)."""
     from ..runtime import generator, progress
 
-    model = build(cfg, spec).to(device)
+    model = (build(cfg, spec) if model is None else model).to(device)  # type: ignore[arg-type]
     recipe = RECIPES[cfg.recipe["method"]]
     rcfg = recipe.config.model_validate(cfg.recipe)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = [q for q in model.parameters() if q.requires_grad]
+    opt = (torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+           if cfg.optimizer == "sgd" else torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay))
     steps_per_epoch = -(-len(y_all) // cfg.batch_size)
-    sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs * steps_per_epoch)
-             if cfg.lr_schedule == "cosine" else None)
+    total_steps = cfg.epochs * steps_per_epoch
+    sched: torch.optim.lr_scheduler.LRScheduler | None = None
+    if cfg.lr_schedule == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
+    elif cfg.lr_schedule == "multistep":
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.5 * total_steps), int(0.83 * total_steps)], 0.1)
     gen = generator(cfg.seed + 1)
     x_all, y_all = x_all.to(device), y_all.to(device)
     if len(y_all) == 0:
@@ -101,7 +130,7 @@ def fit(cfg: TrainConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageS
             model.eval()
             x_in = recipe.fn(model, x, y, cfg=rcfg, generator=gen)
             model.train()
-            loss = nn.functional.cross_entropy(model(x_in.detach()), y)
+            loss = loss_fn(model, x_in.detach(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -109,6 +138,8 @@ def fit(cfg: TrainConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageS
                 sched.step()
             total, seen = total + float(loss.detach()) * len(idx), seen + len(idx)
         log.info("%s: epoch %d/%d, training loss %.4f", desc, epoch + 1, cfg.epochs, total / max(seen, 1))
+        if epoch_end is not None:
+            epoch_end(epoch)
     return model.eval()
 
 

@@ -5,6 +5,12 @@ result: x~ = clip(x_r - (defend(x_r) - x_r), 0, 1). White-box: the defender's ba
 classifier (leave ``backbone`` unset: the defense's own models, whatever each defense uses); gray-box:
 same architecture, other weights; black-box: another architecture. Which one a config entry is
 follows from the models it names.
+
+``reconstruct`` is Moon et al.'s adaptive attack on Bi-Level ("original-image reconstruction"):
+the same dynamics with reversed direction, started at x_r (``reverse: true`` of the defense), so
+x~ = defend_reversed(x_r). The attack that follows sweeps its budget eps' (attack entries with
+``threat_eps`` = the defense's eps count an example robust when it leaves that ball of the
+original).
 """
 
 from __future__ import annotations
@@ -28,9 +34,22 @@ class PreemptiveConfig(MethodConfig):
         return self.backbone is None
 
 
+class ReconstructConfig(PreemptiveConfig):
+    method: Literal["reconstruct"] = "reconstruct"  # type: ignore[assignment]
+
+
+def _roles(cfg: PreemptiveConfig) -> dict[str, str]:
+    return {} if cfg.backbone is None else {"backbone": cfg.backbone, "classifier": cfg.classifier or cfg.backbone}
+
+
+@REVERSIONS.register("reconstruct", ReconstructConfig)
+def reconstruct(x_r: torch.Tensor, *, cfg: ReconstructConfig,
+                redefend: Callable[..., torch.Tensor], **_: Any) -> torch.Tensor:
+    return redefend(x_r, _roles(cfg), reverse=True).clamp(0.0, 1.0)
+
+
 @REVERSIONS.register("preemptive", PreemptiveConfig)
 def preemptive(x_r: torch.Tensor, *, cfg: PreemptiveConfig,
-               redefend: Callable[[torch.Tensor, dict[str, str]], torch.Tensor], **_: Any) -> torch.Tensor:
-    roles = {} if cfg.backbone is None else {"backbone": cfg.backbone, "classifier": cfg.classifier or cfg.backbone}
-    x_def = redefend(x_r, roles)
+               redefend: Callable[..., torch.Tensor], **_: Any) -> torch.Tensor:
+    x_def = redefend(x_r, _roles(cfg))
     return (x_r - (x_def - x_r)).clamp(0.0, 1.0)

@@ -21,8 +21,14 @@ def run(ctx: Context, defense: str, reversion: str) -> None:
     gen = generator(seed, ctx.device)
     cache: dict[str, torch.nn.Module] = {}
 
-    def redefend(x: torch.Tensor, overrides: dict[str, str]) -> torch.Tensor:
+    def redefend(x: torch.Tensor, overrides: dict[str, str], **updates: object) -> torch.Tensor:
         cfg = defenses.with_roles(dcfg, overrides)
+        if updates:
+            unknown = [k for k in updates if k not in type(cfg).model_fields]
+            if unknown:  # e.g. the 'none' defense has no dynamics to reverse: nothing to undo
+                log.info("defense %s has no %s; reversion %s leaves its input unchanged", defense, unknown, reversion)
+                return x.clone()
+            cfg = cfg.model_copy(update=updates)
         models = defenses.load_models(cfg, ctx.params, ctx.device, cache)
         return defenses.run(cfg, x, models=models, y_true=None, generator=gen)
 

@@ -1,0 +1,210 @@
+"""``source: jatp``: a pre-processing denoiser P trained jointly against full adversarial examples
+(Zhou et al., "Improving White-box Robustness of Pre-processing Defenses via Joint Adversarial
+Training", NeurIPS 2021), deployed as the victim T(P(x)).
+
+- P: a small residual network, a 3x3 convolution in, ``blocks`` (3) basic residual blocks
+  (conv-BN-ReLU-conv-BN + identity), a 3x3 convolution out, added to the input and clipped to
+  [0, 1] (P predicts the residual and starts as the identity; the clip passes the gradient
+  straight through, otherwise a pixel pushed past a bound early in training never recovers).
+- Full adversarial examples, found in feature space: PGD-``attack_steps`` (random start, step
+  2.5*eps/steps) maximising ||F(T(P(x'))) - F(T(P(x)))||_2 over ||x' - x||_inf <= eps, with F the
+  output of ``feature_layer`` of the frozen target (e.g. ``net.layer3``: a ResNet's third block).
+  "Full" = through the current P and T together, not w.r.t. T alone.
+- Loss on them: ||P(x') - x||^2 (pixel, mean) + ``bce_weight`` (alpha = 5) * BCE(softmax
+  T(P(x')), one-hot y) + ``fsm_weight`` (beta = 3) * ||F(T(P(x'))) - F(T(x))||^2 (feature
+  similarity to the clean image's features, mean). Reading the paper's "BCE" as the
+  binary cross-entropy between the predicted class probabilities and the one-hot label is ours.
+- SGD (momentum 0.9), lr 1e-2, decayed x0.1 at 50% and 83% of the epochs.
+
+``denoiser_from: <other jatp model>`` deploys that entry's trained P in front of this entry's
+``target`` without training (cross-model transfer of one P). Attacks on the deployed victim
+differentiate through P and T (adaptive white-box); ``bpda: true`` on an attack gives BPDA+PGD.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from .. import artifacts
+from ..errors import PreemptError
+from ..registry import ModelName, closest
+from . import SOURCES, load, test_accuracy
+from .train import ImageSpec, OptimConfig, fit
+from .wrappers import Preprocessed
+
+
+class JATPConfig(OptimConfig):
+    source: Literal["jatp"] = "jatp"
+    target: ModelName
+    denoiser_from: ModelName | None = None
+    feature_layer: str = Field("net.layer3", description="module path inside the target model")
+    eps: float = Field(ge=0, le=1, description="budget of the training adversarial examples")
+    attack_steps: int = Field(10, ge=1)
+    bce_weight: float = Field(5.0, ge=0)
+    fsm_weight: float = Field(3.0, ge=0)
+    blocks: int = Field(3, ge=1, le=16)
+    width: int = Field(64, ge=4, le=512)
+    optimizer: Literal["adam", "sgd"] = "sgd"
+    lr: float = Field(1e-2, gt=0)
+    lr_schedule: Literal["constant", "cosine", "multistep"] = "multistep"
+
+
+class _Block(nn.Module):
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+                                  nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.body(x))
+
+
+class Denoiser(nn.Module):
+    """P: image in [0, 1] -> image in [0, 1], residual over the input."""
+
+    def __init__(self, channels: int, width: int = 64, blocks: int = 3) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1), nn.ReLU())
+        self.blocks = nn.Sequential(*[_Block(width) for _ in range(blocks)])
+        self.tail = nn.Conv2d(width, channels, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = x + self.tail(self.blocks(self.head(x)))
+        return z + (z.clamp(0, 1) - z).detach()  # clipped to [0, 1], but the gradient never dies at the bounds
+
+
+class _Joint(nn.Module):
+    """T(P(x)) while training P: ``train()`` never touches the frozen target's BatchNorm."""
+
+    def __init__(self, denoiser: Denoiser, target: nn.Module) -> None:
+        super().__init__()
+        self.denoiser, self.target = denoiser, target
+
+    def train(self, mode: bool = True) -> "_Joint":
+        self.training = mode
+        self.denoiser.train(mode)
+        self.target.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target(self.denoiser(x))
+
+
+def feature_module(target: nn.Module, path: str, name: str) -> nn.Module:
+    try:
+        return target.get_submodule(path)
+    except AttributeError:
+        names = [n for n, _ in target.named_modules() if n]
+        raise PreemptError(f"models.{name}.feature_layer: '{path}' is not a module of the target; "
+                           f"{closest(path, names)}") from None
+
+
+class Features:
+    """Captures the output of one module of the target on every forward pass."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.out: torch.Tensor | None = None
+        module.register_forward_hook(lambda _m, _i, o: setattr(self, "out", o))
+
+    def of(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = model(x)
+        assert self.out is not None
+        return logits, self.out
+
+
+def feature_attack(joint: _Joint, feats: Features, x: torch.Tensor, eps: float, steps: int,
+                   generator: torch.Generator) -> torch.Tensor:
+    """PGD maximising the feature distance of T(P(x')) to T(P(x)): the full adversarial example."""
+    from ..attacks import project, signed_step, uniform_ball
+
+    mode = joint.denoiser.training
+    joint.denoiser.eval()
+    with torch.no_grad():
+        _, f_clean = feats.of(joint, x)
+    adv = project(x + uniform_ball(x.shape, eps, "Linf", generator, x.device), x, eps, "Linf")
+    for _ in range(steps):
+        a = adv.detach().requires_grad_(True)
+        with torch.enable_grad():
+            _, f = feats.of(joint, a)
+            (g,) = torch.autograd.grad((f - f_clean).flatten(1).norm(dim=1).sum(), a)
+        adv = project(adv + signed_step(g, 2.5 * eps / steps, "Linf"), x, eps, "Linf")
+    joint.denoiser.train(mode)
+    return adv.detach()
+
+
+def train_denoiser(name: str, cfg: JATPConfig, target: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor,
+                   spec: ImageSpec, device: torch.device) -> Denoiser:
+    from ..runtime import generator
+
+    target = target.to(device).eval()
+    feats = Features(feature_module(target, cfg.feature_layer, name))
+    torch.manual_seed(cfg.seed)
+    joint = _Joint(Denoiser(spec.shape[0], cfg.width, cfg.blocks), target)
+    gen = generator(cfg.seed + 3, device)
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x_adv = feature_attack(joint, feats, x, cfg.eps, cfg.attack_steps, gen)
+        with torch.no_grad():
+            _, f_clean = feats.of(target, x)
+        den = joint.denoiser(x_adv)
+        logits, f_adv = feats.of(target, den)
+        pixel = (den - x).pow(2).mean()
+        onehot = nn.functional.one_hot(y, logits.shape[1]).float()
+        bce = nn.functional.binary_cross_entropy(logits.softmax(1).clamp(1e-6, 1 - 1e-6), onehot)
+        fsm = (f_adv - f_clean).pow(2).mean()
+        return pixel + cfg.bce_weight * bce + cfg.fsm_weight * fsm
+
+    fit(cfg, x_all, y_all, spec, device, desc=f"train {name}", loss_fn=loss_fn, model=joint)
+    return joint.denoiser.eval()
+
+
+class JATPSource:
+    @staticmethod
+    def materialize(name: str, cfg: JATPConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
+        from ..dag import data_path, model_path
+
+        t0 = time.perf_counter()
+        target = load(cfg.target, params, device)
+        spec = ImageSpec.of(data_path("train"))
+        if cfg.denoiser_from is not None:
+            src = params.models[cfg.denoiser_from]
+            if getattr(src, "source", None) != "jatp":
+                raise PreemptError(f"models.{name}.denoiser_from: '{cfg.denoiser_from}' is not a jatp model; "
+                                   "name a model with source: jatp")
+            state, _ = artifacts.load(model_path(cfg.denoiser_from))
+            origin = cfg.denoiser_from
+        else:
+            train, _ = artifacts.load(data_path("train"))
+            den = train_denoiser(name, cfg, target, train["x"], train["y"], spec, device)
+            state, origin = den.cpu().state_dict(), name
+        victim = JATPSource.deploy(cfg, params, state, spec)
+        acc, acc_target = test_accuracy(victim, device), test_accuracy(target, device)
+        artifacts.save(out, dict(state), {
+            "stage": "model", "model": name, "source": "jatp", "target": cfg.target, "denoiser_of": origin,
+            "clean_acc": acc, "clean_acc_target_alone": acc_target, "wall_seconds": time.perf_counter() - t0,
+            "seed": cfg.seed, "device": str(device), "params_hash": artifacts.params_hash(cfg.model_dump())})
+        return {"clean_acc": acc, "clean_acc_target_alone": acc_target}
+
+    @staticmethod
+    def deploy(cfg: JATPConfig, params: Any, state: dict[str, torch.Tensor], spec: ImageSpec) -> Preprocessed:
+        src = params.models[cfg.denoiser_from] if cfg.denoiser_from is not None else cfg
+        den = Denoiser(spec.shape[0], src.width, src.blocks)
+        den.load_state_dict(state)
+        return Preprocessed(den, load(cfg.target, params))
+
+    @staticmethod
+    def load(name: str, cfg: JATPConfig, params: Any, path: str) -> nn.Module:
+        from ..dag import data_path
+
+        state, _ = artifacts.load(path)
+        return JATPSource.deploy(cfg, params, state, ImageSpec.of(data_path("test")))
+
+
+SOURCES.register("jatp", JATPConfig)(JATPSource)  # type: ignore[arg-type]

@@ -1,0 +1,123 @@
+"""``source: trigger``: Trigger Activation (Yu et al.), a model accurate only on x + tau.
+
+Training loss (both algorithms): CE(f(x + tau), y) + ``kl_weight`` * KL(f(x) || uniform), so the
+network is confident and correct with the trigger and close to chance without it.
+
+- ``trigger: fixed`` (Algorithm 1): tau = eps_t * (2 * Bernoulli(0.5) - 1), one image-shaped
+  +-eps_t pattern drawn once from the model's seed.
+- ``trigger: learnable`` (Algorithm 2): tau ~ U(-alpha, alpha); during the first
+  ``learn_fraction`` (60%) of the epochs, after each epoch tau <- clip(tau - alpha * sign(G),
+  -eps_t, eps_t) with G the gradient of CE(f(x + tau), y) w.r.t. tau accumulated over the epoch.
+  alpha defaults to eps_t / 4 (the paper leaves it to the budget; our choice, written down here).
+
+The deployed model is f_t(x) = f(x + tau) (``Preprocessed`` with an additive pre-processing; not
+clipped to [0, 1], exactly as trained), saved as the network's weights plus ``trigger.tau``.
+The informed attacker's surrogates are simply other ``source: trigger`` models.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from .. import artifacts
+from . import SOURCES, Normalized, test_accuracy
+from .train import ImageSpec, TrainConfig, build, fit
+from .wrappers import Preprocessed
+
+TAU_KEY = "trigger.tau"
+
+
+class TriggerConfig(TrainConfig):
+    source: Literal["trigger"] = "trigger"  # type: ignore[assignment]
+    trigger: Literal["fixed", "learnable"] = "learnable"
+    eps_t: float = Field(ge=0, le=1, description="trigger budget (Linf)")
+    alpha: float | None = Field(None, gt=0, description="learnable: init range and update step; default eps_t/4")
+    learn_fraction: float = Field(0.6, ge=0, le=1, description="learnable: fraction of epochs that update tau")
+    kl_weight: float = Field(1.0, ge=0)
+
+
+class AddTrigger(nn.Module):
+    def __init__(self, tau: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("tau", tau.detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.tau
+
+
+def initial_trigger(cfg: TriggerConfig, shape: tuple[int, ...]) -> torch.Tensor:
+    g = torch.Generator().manual_seed(cfg.seed + 17)
+    if cfg.trigger == "fixed":
+        return cfg.eps_t * (2 * torch.bernoulli(torch.full(shape, 0.5), generator=g) - 1)
+    alpha = cfg.alpha if cfg.alpha is not None else cfg.eps_t / 4
+    return (torch.rand(shape, generator=g) * 2 - 1) * alpha
+
+
+def train_trigger(cfg: TriggerConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageSpec,
+                  device: torch.device, desc: str = "train") -> tuple[nn.Module, torch.Tensor]:
+    """The trained network and its trigger tau."""
+    tau = initial_trigger(cfg, spec.shape).to(device)
+    grad_sum = torch.zeros_like(tau)
+    alpha = cfg.alpha if cfg.alpha is not None else cfg.eps_t / 4
+    learn_epochs = int(cfg.learn_fraction * cfg.epochs) if cfg.trigger == "learnable" else 0
+
+    def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        nonlocal grad_sum
+        t = tau.clone().requires_grad_(learn_epochs > 0)
+        ce = nn.functional.cross_entropy(model(x + t), y)
+        logp = nn.functional.log_softmax(model(x), 1)
+        kl = (logp.exp() * (logp + torch.log(torch.tensor(float(logp.shape[1]))))).sum(1).mean()  # KL(f(x) || U)
+        if learn_epochs > 0:
+            (g,) = torch.autograd.grad(ce, t, retain_graph=True)
+            grad_sum = grad_sum + g.detach()
+        return ce + cfg.kl_weight * kl
+
+    def epoch_end(epoch: int) -> None:
+        nonlocal tau, grad_sum
+        if epoch < learn_epochs:
+            tau = (tau - alpha * grad_sum.sign()).clamp(-cfg.eps_t, cfg.eps_t)
+        grad_sum = torch.zeros_like(tau)
+
+    model = fit(cfg, x_all, y_all, spec, device, desc=desc, loss_fn=loss_fn, epoch_end=epoch_end)
+    return model, tau.detach().cpu()
+
+
+def deploy(net: Normalized, tau: torch.Tensor) -> Preprocessed:
+    return Preprocessed(AddTrigger(tau), net)
+
+
+class TriggerSource:
+    @staticmethod
+    def materialize(name: str, cfg: TriggerConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
+        from ..dag import data_path
+
+        train, _ = artifacts.load(data_path("train"))
+        t0 = time.perf_counter()
+        net, tau = train_trigger(cfg, train["x"], train["y"], ImageSpec.of(data_path("train")), device,
+                                 desc=f"train {name}")
+        seconds = time.perf_counter() - t0
+        acc, acc_plain = test_accuracy(deploy(net, tau), device), test_accuracy(net, device)
+        artifacts.save(out, {**net.net.cpu().state_dict(), TAU_KEY: tau}, {  # type: ignore[union-attr]
+            "stage": "model", "model": name, "source": "trigger", "arch": cfg.arch, "trigger": cfg.trigger,
+            "seed": cfg.seed, "wall_seconds": seconds, "device": str(device), "clean_acc": acc,
+            "clean_acc_without_trigger": acc_plain, "tau_linf": float(tau.abs().max()),
+            "params_hash": artifacts.params_hash(cfg.model_dump())})
+        return {"clean_acc": acc, "clean_acc_without_trigger": acc_plain, "seconds": seconds}
+
+    @staticmethod
+    def load(name: str, cfg: TriggerConfig, params: Any, path: str) -> nn.Module:
+        from ..dag import data_path
+
+        state, _ = artifacts.load(path)
+        tau = state.pop(TAU_KEY)
+        net = build(cfg, ImageSpec.of(data_path("test")))
+        net.net.load_state_dict(state)  # type: ignore[union-attr]
+        return deploy(net, tau)  # type: ignore[arg-type]
+
+
+SOURCES.register("trigger", TriggerConfig)(TriggerSource)  # type: ignore[arg-type]
