@@ -29,3 +29,44 @@ def test_bilevel_is_a_registered_defense_with_the_paper_defaults() -> None:
     cfg = DEFENSES["bilevel"].config.model_validate({"method": "bilevel", "classifier": "c", "backbone": "b",
                                                       "eps": 8 / 255})
     assert (cfg.max_iter, cfg.inner_steps, cfg.n_samples, cfg.inner_alpha, cfg.lr) == (100, 20, 1, None, None)
+
+
+def test_reverse_dynamics_raise_the_worst_case_loss(linear, images) -> None:
+    """Moon et al.'s reconstruction runs the same optimisation the other way from x_r."""
+    y = linear(images).argmax(1)
+    cfg = BiLevelConfig(classifier="c", backbone="b", eps=0.1, max_iter=10, inner_steps=5)
+    xr = robustify(images, y, linear, cfg, generator(0))
+    rec = robustify(xr, y, linear, cfg.model_copy(update={"reverse": True}), generator(1))
+
+    def worst(z: torch.Tensor) -> float:
+        delta = inner_attack(linear, z, y, cfg, generator(5))
+        return float(torch.nn.functional.cross_entropy(linear((z + delta).clamp(0, 1)), y))
+
+    assert worst(rec) > 2 * worst(xr)
+    assert (rec - xr).abs().max() <= 0.1 + 1e-5
+
+
+def test_reconstruct_reversion_reruns_the_defense_reversed() -> None:
+    from preempt.reversions import REVERSIONS
+
+    calls = []
+
+    def redefend(x, roles, **updates):
+        calls.append((roles, updates))
+        return x + 0.5
+
+    cfg = REVERSIONS["reconstruct"].config(backbone="surrogate")
+    out = REVERSIONS["reconstruct"].fn(torch.full((1, 1, 2, 2), 0.25), cfg=cfg, redefend=redefend, generator=None)
+    assert calls == [({"backbone": "surrogate", "classifier": "surrogate"}, {"reverse": True})]
+    assert torch.allclose(out, torch.full((1, 1, 2, 2), 0.75))
+
+
+def test_preemptively_robust_training_inputs_stay_within_both_budgets(linear, images) -> None:
+    """Algorithm 2: robustify (eps), then attack from there (eps): at most 2 eps from x."""
+    from preempt.models.recipes import RECIPES
+
+    y = linear(images).argmax(1)
+    entry = RECIPES["preemptive_at"]
+    x_in = entry.fn(linear, images, y, cfg=entry.config(eps=0.05, outer_iters=2, steps=3), generator=generator(0))
+    assert (x_in - images).abs().max() <= 0.1 + 1e-5
+    assert float(torch.nn.functional.cross_entropy(linear(x_in), y)) > float(torch.nn.functional.cross_entropy(linear(images), y))

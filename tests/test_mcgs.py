@@ -107,3 +107,27 @@ def test_labels_come_from_the_classifier_not_the_truth(images: torch.Tensor) -> 
     gt = M.mcgs(images, cfg=cfg(eps=0.05, label_source="ground_truth"), models={"classifier": clf, "backbone": bb},
                 y_true=truth, generator=generator(0))
     assert torch.equal(gt, M.cascade(images, truth, bb, c, generator(0)))
+
+
+def test_ablation_schedules_of_fast_preemption_parse() -> None:
+    """F100-B0, F0-B100, F10-B90, Alternate, F1-B2, F0-B3 (Fast Preemption's ablation)."""
+    assert M.parse_schedule("F100") == [1] * 100
+    assert M.parse_schedule("B100") == [-1] * 100
+    assert M.parse_schedule("F10B90") == [1] * 10 + [-1] * 90
+    assert M.parse_schedule("(F1B1)x50") == [1, -1] * 50
+    assert M.parse_schedule("F1(F1B2)x2") == [1, 1, -1, -1, 1, -1, -1]
+    for bad in ("(F1B1)", "(F1B1)x", "(X1)x2", "(F1B1)x50000"):
+        with pytest.raises(ValueError):
+            M.parse_schedule(bad)
+
+
+def test_unadv_is_projected_descent_and_reverse_ascends(linear: nn.Module, images: torch.Tensor) -> None:
+    """UnAdv (forward only, one start, no random start) lowers the loss step by step; the same
+    dynamics reversed (the reconstruction attack) raise it."""
+    y = linear(images).argmax(1)
+    unadv = cfg(schedule="F10", n_samples=1, random_start=False, alpha=0.025, eta=1.0)
+    down = M.cascade(images, y, linear, unadv, generator(0))
+    up = M.cascade(images, y, linear, unadv.model_copy(update={"reverse": True}), generator(0))
+    assert ce(linear, down, y) < ce(linear, images, y) < ce(linear, up, y)
+    # no randomness at all: the same REs whatever the generator
+    assert torch.equal(down, M.cascade(images, y, linear, unadv, generator(99)))

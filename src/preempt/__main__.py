@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
             p = config.load(args.params)
             g = p.grid
-            print(f"{args.params}: valid ({len(g.defenses)} defenses x {len(g.reversions)} reversions x "
-                  f"{len(g.victims)} victims x {len(g.attacks)} attacks = {len(g.cells())} cells)")
+            print(f"{args.params}: valid ({len(g.names('defenses'))} defenses, {len(g.names('reversions'))} reversions, "
+                  f"{len(g.names('victims'))} victims, {len(g.names('attacks'))} attacks; {len(g.cells())} cells "
+                  f"in {len(g.blocks())} table(s))")
         elif args.command == "prefetch":
             from . import config, prefetch
             from .runtime import setup_logging

@@ -22,30 +22,58 @@ NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 DEFAULT_PARAMS = "params.yaml"
 
 
-class GridConfig(MethodConfig):
-    """Which entries of each section form the experiment grid (defense x reversion x victim x attack)."""
+Cell = tuple[str, str, str, str]
+FIELDS = ("defenses", "reversions", "victims", "attacks")
+
+
+class GridBlock(MethodConfig):
+    """One product of defense x reversion x victim x attack (one table of a paper)."""
 
     defenses: list[str] = Field(min_length=1)
     reversions: list[str] = Field(default_factory=lambda: ["none"], min_length=1)
     victims: list[str] = Field(min_length=1)
     attacks: list[str] = Field(min_length=1)
-    # cells to leave out of the product, e.g. {reversion: [white, black], attack: pgd}: a cell is
-    # dropped when it matches every key of one entry (a value may be a name or a list of names).
-    exclude: list[dict[Literal["defense", "reversion", "victim", "attack"], str | list[str]]] = Field(default_factory=list)
 
-    def cells(self) -> list[tuple[str, str, str, str]]:
-        """(defense, reversion, victim, attack) of every grid cell, in a stable order."""
+    def product(self) -> list[Cell]:
+        return [(d, r, v, a) for d in self.defenses for r in self.reversions for v in self.victims for a in self.attacks]
+
+
+class GridConfig(GridBlock):
+    """The experiment's cells: the main product, plus named ``extra`` products (an ablation, a
+    transfer table, ...) that add cells without multiplying every axis by every other one.
+
+    ``exclude`` drops cells from the main product, e.g. {reversion: [white, black], attack: pgd}:
+    a cell is dropped when it matches every key of one entry (a value may be a name or a list)."""
+
+    exclude: list[dict[Literal["defense", "reversion", "victim", "attack"], str | list[str]]] = Field(default_factory=list)
+    extra: dict[str, GridBlock] = Field(default_factory=dict)
+
+    def blocks(self) -> dict[str, GridBlock]:
+        return {"main": self, **self.extra}
+
+    def names(self, field: str) -> list[str]:
+        """Every name of ``field`` ('defenses', ...) used by some block, in first-use order."""
+        return list(dict.fromkeys(n for b in self.blocks().values() for n in getattr(b, field)))
+
+    def main_cells(self) -> list[Cell]:
         def hit(rule: dict[str, Any], cell: dict[str, str]) -> bool:
             return all(cell[k] in ([v] if isinstance(v, str) else v) for k, v in rule.items())
 
-        out = []
-        for d in self.defenses:
-            for r in self.reversions:
-                for v in self.victims:
-                    for a in self.attacks:
-                        cell = {"defense": d, "reversion": r, "victim": v, "attack": a}
-                        if not any(hit(rule, cell) for rule in self.exclude):
-                            out.append((d, r, v, a))
+        keys = ("defense", "reversion", "victim", "attack")
+        return [c for c in self.product() if not any(hit(rule, dict(zip(keys, c))) for rule in self.exclude)]
+
+    def cells(self) -> list[Cell]:
+        """(defense, reversion, victim, attack) of every cell, in a stable order, each once."""
+        return list(dict.fromkeys([*self.main_cells(), *(c for b in self.extra.values() for c in b.product())]))
+
+    def tables(self) -> dict[Cell, list[str]]:
+        """Cell -> the blocks ('main' and extra names) it belongs to (the report groups by them)."""
+        out: dict[Cell, list[str]] = {c: [] for c in self.cells()}
+        for c in self.main_cells():
+            out[c].append("main")
+        for name, b in self.extra.items():
+            for c in b.product():
+                out[c].append(name)
         return out
 
 
@@ -237,18 +265,22 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
             for name in [value] if isinstance(value, str) else value:
                 if name not in listed:
                     raise ConfigError(f"grid.exclude.{i}.{key}: '{name}' is not in grid.{key}s; {closest(name, listed)}")
-    if not grid.cells():
+    if not grid.main_cells():
         raise ConfigError("grid.exclude: every cell is excluded; remove an entry")
-    for field, section in (("defenses", "defenses"), ("reversions", "reversions"),
-                           ("victims", "models"), ("attacks", "attacks")):
-        values = getattr(grid, field)
-        if len(set(values)) != len(values):
-            raise ConfigError(f"grid.{field}: names repeat ({values}); list each once")
-        for value in values:
-            if value not in sections[section]:
-                raise ConfigError(
-                    f"grid.{field}: '{value}' is not defined in {section}; {closest(value, list(sections[section]))}"
-                )
+    for block_name, block in grid.blocks().items():
+        where = "grid" if block_name == "main" else f"grid.extra.{block_name}"
+        if block_name != "main":
+            _check_name("grid.extra", block_name)
+        for field, section in (("defenses", "defenses"), ("reversions", "reversions"),
+                               ("victims", "models"), ("attacks", "attacks")):
+            values = getattr(block, field)
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{where}.{field}: names repeat ({values}); list each once")
+            for value in values:
+                if value not in sections[section]:
+                    raise ConfigError(
+                        f"{where}.{field}: '{value}' is not defined in {section}; {closest(value, list(sections[section]))}"
+                    )
     for section in ("defenses", "reversions", "models", "attacks"):
         for name, cfg in sections[section].items():
             for ref in model_refs(cfg):

@@ -128,9 +128,9 @@ def models_needed(p: Params) -> list[str]:
     from .registry import model_refs
 
     g = p.grid
-    roots = [*g.victims, *(m for d in g.defenses for m in model_refs(p.defenses[d])),
-             *(m for r in g.reversions for m in model_refs(p.reversions[r])),
-             *(m for a in g.attacks for m in model_refs(p.attacks[a]))]
+    roots = [*g.names("victims"), *(m for d in g.names("defenses") for m in model_refs(p.defenses[d])),
+             *(m for r in g.names("reversions") for m in model_refs(p.reversions[r])),
+             *(m for a in g.names("attacks") for m in model_refs(p.attacks[a]))]
     order: list[str] = []
 
     def visit(name: str) -> None:
@@ -164,7 +164,7 @@ def build(p: Params) -> list[Stage]:
         stages.append(Stage("model", (name,), (*with_sidecar(data_path("train")), *test, *_models(model_refs(cfg)),
                                                *_code("preempt.stages.model", *code)),
                             (f"models.{name}", "runtime"), tuple(with_sidecar(model_path(name)))))
-    for d in g.defenses:
+    for d in g.names("defenses"):
         cfg = p.defenses[d]
         stages.append(Stage("defend", (d,), (*test, *_models(roles(cfg).values()),
                                              *_code("preempt.stages.defend", DEFENSES[cfg.method].module)),  # type: ignore[attr-defined]
@@ -193,7 +193,7 @@ def build(p: Params) -> list[Stage]:
         stages.append(Stage(
             "report", (nb,),
             (METRICS_CSV, notebook_path(nb), PUBLISHED_CSV, *test,
-             *(f for d in g.defenses for f in with_sidecar(re_path(d))),
+             *(f for d in g.names("defenses") for f in with_sidecar(re_path(d))),
              *_code("preempt.stages.report", "preempt.plots", "preempt.claims")),
             ("report", "grid"), (report_path(nb),), (figures_dir(nb),)))
     return stages

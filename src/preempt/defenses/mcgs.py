@@ -17,8 +17,9 @@ Schedules are runs of F/B steps, and ``(...)xK`` repeats a group: Fast Preemptio
 F100-B0 = ``F100``, F0-B100 = ``B100``, F10-B90 = ``F10B90``, Alternate = ``(F1B1)x50``, F1-B2 =
 ``F1B2``, F0-B3 = ``B3``. UnAdv (Salman et al., 2021; the forward-only baseline) is ``F<k>`` with
 ``n_samples: 1`` and ``random_start: false``: plain projected signed-gradient descent on the loss.
-``reverse: true`` flips every step's direction (the original-image reconstruction of Moon et
-al.'s adaptive attack, run by the ``reconstruct`` reversion).
+``reverse: true`` moves each step the other way (up the loss: both F and B steps move *down*, so
+swapping F and B would not reverse anything): the original-image reconstruction of Moon et al.'s
+adaptive attack, run by the ``reconstruct`` reversion.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ..attacks import input_grad, project, signed_step, uniform_ball
 from . import DEFENSES, DefenseConfig, LabelSource, ModelName, labels
 
 SCHEDULE_RE = re.compile(r"^(?:[FB]\d{1,4})+$")
-GROUP_RE = re.compile(r"\(((?:[FB]\d{1,4})+)\)x(\d{1,4})")
+GROUP_RE = re.compile(r"\(((?:[FB]\d{1,4})+)\)x(\d{1,4})(?!\d)")
 MAX_STEPS = 100_000
 
 
@@ -101,12 +102,12 @@ def cascade(x: torch.Tensor, y: torch.Tensor, backbone: nn.Module, cfg: MCGSConf
     x0 = x.detach()
     xr = x0.clone()
     alpha = cfg.alpha if cfg.alpha is not None else cfg.eps
+    flip = -1.0 if cfg.reverse else 1.0  # reversed: each step moves the other way (up the loss)
     for direction in parse_schedule(cfg.schedule):
-        direction = -direction if cfg.reverse else direction
         avg = smoothed_fgsm(backbone, xr, y, eps=cfg.eps, alpha=alpha, n=cfg.n_samples, norm=cfg.norm,
                             ascend=direction < 0, generator=generator, chunk_size=cfg.chunk_size,
                             random_start=cfg.random_start)
-        xr = project(xr + direction * cfg.eta * (avg - xr), x0, cfg.eps, cfg.norm)
+        xr = project(xr + flip * direction * cfg.eta * (avg - xr), x0, cfg.eps, cfg.norm)
     return xr.detach()
 
 

@@ -22,7 +22,9 @@ COLUMNS = ["dataset", "defense", "victim", "attack", "reversion", "n", "clean_ac
 def table(params) -> pd.DataFrame:  # type: ignore[no-untyped-def]
     from ..claims import describe
 
-    rows = [{**json.loads(open(dag.cell_path(d, r, v, a)).read()), **describe(params, d, v, a)}
+    tables = params.grid.tables()
+    rows = [{**json.loads(open(dag.cell_path(d, r, v, a)).read()), **describe(params, d, v, a),
+             "tables": ";".join(tables[(d, r, v, a)])}
             for d, r, v, a in params.grid.cells()]
     df = pd.DataFrame(rows)
     return df[COLUMNS + [c for c in df.columns if c not in COLUMNS]]

@@ -44,7 +44,7 @@ def run(ctx: Context, notebook: str) -> None:
         "metrics_csv": os.path.abspath(dag.METRICS_CSV), "published_csv": os.path.abspath(dag.PUBLISHED_CSV),
         "figures_dir": str(tmp_figs.resolve()),
         "data_path": os.path.abspath(dag.data_path("test")),
-        "re_paths": {d: os.path.abspath(dag.re_path(d)) for d in ctx.params.grid.defenses},
+        "re_paths": {d: os.path.abspath(dag.re_path(d)) for d in ctx.params.grid.names("defenses")},
         "n_examples": r.n_examples, "perturbation_gain": r.perturbation_gain,
     }
     log.info("executing %s with papermill -> %s (figures in %s)", src, out, figs)
