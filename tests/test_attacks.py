@@ -77,3 +77,43 @@ def test_pgd_with_the_cw_loss_ascends_the_margin_inside_the_budget(linear, image
     adv = pgd(linear, images, y, eps=0.05, alpha=0.01, steps=10, loss="cw", generator=torch.Generator().manual_seed(0))
     assert (adv - images).abs().max() <= 0.05 + 1e-6
     assert (margin(adv) > margin(images)).all()
+
+
+def test_ifgsm_family_stays_in_budget_and_differs_as_designed(linear, images) -> None:
+    from preempt.attacks.ifgsm import diverse
+
+    y = linear(images).argmax(1)
+    out = {}
+    for name in ("ifgsm", "mifgsm", "difgsm"):
+        e = ATTACKS[name]
+        adv = e.fn(linear, images, y, cfg=e.config(eps=0.05, steps=10), generator=generator(0))
+        assert (adv - images).abs().max() <= 0.05 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+        assert acc(linear, adv, y) < acc(linear, images, y)
+        out[name] = adv
+    assert ATTACKS["mifgsm"].config(eps=0.1).momentum == 1.0 and ATTACKS["difgsm"].config(eps=0.1).diversity_prob == 0.5
+    # I-FGSM has no randomness; DI's input diversity is the only difference between DI and I
+    again = ATTACKS["ifgsm"].fn(linear, images, y, cfg=ATTACKS["ifgsm"].config(eps=0.05, steps=10), generator=generator(9))
+    assert torch.equal(again, out["ifgsm"])
+    di0 = ATTACKS["difgsm"].fn(linear, images, y, cfg=ATTACKS["difgsm"].config(eps=0.05, steps=10, diversity_prob=0.0),
+                               generator=generator(0))
+    assert torch.equal(di0, out["ifgsm"]) and not torch.equal(out["difgsm"], out["ifgsm"])
+    assert torch.equal(diverse(images, 0.0, 1.1, generator(0)), images)
+    assert not torch.equal(diverse(images, 1.0, 1.5, generator(0)), images)
+
+
+def test_cw_l2_is_bounded_by_its_radius_and_stronger_with_a_larger_one(linear, images) -> None:
+    y = linear(images).argmax(1)
+    e = ATTACKS["cw"]
+    accs = []
+    for eps in (0.1, 0.5, 2.0):
+        adv = e.fn(linear, images, y, cfg=e.config(eps=eps, steps=50, binary_search_steps=4), generator=generator(0))
+        assert (adv - images).flatten(1).norm(dim=1).max() <= eps + 1e-4
+        accs.append(acc(linear, adv, y))
+    assert accs[0] >= accs[1] >= accs[2] and accs[2] < 0.5 < accs[0]
+
+
+def test_attack_entries_take_surrogates_bpda_and_threat_eps() -> None:
+    from preempt.registry import model_refs
+
+    cfg = ATTACKS["mifgsm"].config(eps=0.1, surrogates=["a", "b"], bpda=True, threat_eps=0.1)
+    assert model_refs(cfg) == ["a", "b"]  # surrogates are DAG dependencies of the attack stage

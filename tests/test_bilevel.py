@@ -70,3 +70,11 @@ def test_preemptively_robust_training_inputs_stay_within_both_budgets(linear, im
     x_in = entry.fn(linear, images, y, cfg=entry.config(eps=0.05, outer_iters=2, steps=3), generator=generator(0))
     assert (x_in - images).abs().max() <= 0.1 + 1e-5
     assert float(torch.nn.functional.cross_entropy(linear(x_in), y)) > float(torch.nn.functional.cross_entropy(linear(images), y))
+
+
+def test_bilevel_runs_with_labels_predicted_in_inference_mode(linear, images) -> None:
+    """The registered entry labels x with the classifier (inference mode) before autograd runs."""
+    entry = DEFENSES["bilevel"]
+    cfg = entry.config(classifier="c", backbone="b", eps=0.1, max_iter=2, inner_steps=2)
+    xr = entry.fn(images, cfg=cfg, models={"classifier": linear, "backbone": linear}, y_true=None, generator=generator(0))
+    assert xr.shape == images.shape

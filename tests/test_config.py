@@ -64,6 +64,19 @@ CASES = [
     ("metrics.ssim_kernel_size", 8, "odd size; use 7 or 9"),
     ("defenz", {}, "unknown section 'defenz'; did you mean 'defenses'"),
     ("grid", DELETE, "required section 'grid' is missing"),
+    ("attacks.mifgsm.surrogates", ["surrogat"], "attacks.mifgsm: model 'surrogat' is not defined in models; did you mean 'surrogate'"),
+    ("attacks.mifgsm.momentum", -1, "attacks.mifgsm.momentum"),
+    ("models.victim_jpeg.transform", {"method": "jpg"}, "unknown transform 'jpg'; did you mean 'jpeg'"),
+    ("models.victim_jpeg.transform", {"method": "jpeg", "quality": 0}, "transform.quality"),
+    ("models.victim_jpeg.model", "victim_jpeg", "models: victim_jpeg -> victim_jpeg is a cycle"),
+    ("models.victim_jatp.target", "victim_jatp_mlp", "is a cycle"),
+    ("models.victim_trigger.trigger", "random", "models.victim_trigger.trigger"),
+    ("models.victim_trigger.eps_t", 2, "models.victim_trigger.eps_t"),
+    ("defenses.abl_alternate.schedule", "(F1B1)", "malformed schedule '(F1B1)'"),
+    ("defenses.bilevel.max_iter", 0, "defenses.bilevel.max_iter"),
+    ("grid.extra.ablation.victims", ["victim_resnet"], "grid.extra.ablation.victims: 'victim_resnet' is not defined in models; did you mean"),
+    ("grid.extra.ablation.attack", ["pgd"], "grid.extra.ablation.attack: unknown key; did you mean 'attacks'"),
+    ("grid.extra", {"../x": {"defenses": ["none"], "victims": ["victim_mlp"], "attacks": ["pgd"]}}, "grid.extra.'../x': invalid name"),
 ]
 
 
@@ -85,7 +98,8 @@ def test_names_that_would_escape_or_break_paths_are_refused(name: str) -> None:
 
 
 def test_shipped_params_are_valid(params) -> None:
-    assert params.grid.defenses == ["none", "mcgs"]
+    assert params.grid.defenses[:2] == ["none", "mcgs"]
+    assert {"bilevel", "unadv", "fast_preemption"} <= set(params.grid.defenses)
     assert params.defenses["mcgs"].n_samples == 20
 
 

@@ -32,7 +32,11 @@ def test_grid_cells_and_their_params(params) -> None:
     stages = dag.build(params)
     g = params.grid
     cells = [s for s in stages if s.family == "attack"]
-    assert len(cells) == len(g.defenses) * len(g.reversions) * len(g.victims) * len(g.attacks)
+    assert len(cells) == len(g.cells()) == len(set(g.cells()))
+    main = len(g.defenses) * len(g.reversions) * len(g.victims) * len(g.attacks)
+    assert len(g.main_cells()) == main and set(g.main_cells()) <= set(g.cells())
+    for block in g.extra.values():
+        assert set(block.product()) <= set(g.cells())
     mcgs = [s for s in stages if "defenses.mcgs" in s.params]
     # editing one defense touches exactly: its RE stage and its reversions (attacks follow by file)
     assert {s.family for s in mcgs} == {"defend", "revert"}
@@ -83,3 +87,25 @@ def test_stale_dvc_yaml_is_refused(tmp_path, params, monkeypatch) -> None:
     (tmp_path / "dvc.yaml").write_text(dag.dvc_yaml(stages[:-1]))
     with pytest.raises(PreemptError, match="out of date"):
         dag.check_fresh(stages)
+
+
+def test_models_built_from_models_depend_on_them(params) -> None:
+    """A wrapper (transform, JATP) reads its base model; a transfer attack its surrogates."""
+    stages = {s.name: s for s in dag.build(params)}
+    order = list(stages)
+    jatp = stages["model-victim_jatp"]
+    assert dag.model_path("victim_resnet_at") in jatp.deps
+    assert order.index("model-victim_resnet_at") < order.index("model-victim_jatp")
+    reuse = stages["model-victim_jatp_mlp"]  # cross-model transfer of one trained denoiser
+    assert {dag.model_path("victim_jatp"), dag.model_path("victim_mlp_at")} <= set(reuse.deps)
+    transfer = stages["attack-none-none-victim_trigger-mifgsm"]
+    assert {dag.model_path("classifier"), dag.model_path("surrogate")} <= set(transfer.deps)
+    informed = stages["attack-none-none-victim_trigger-mifgsm_informed"]
+    assert dag.model_path("surrogate_trigger") in informed.deps
+
+
+def test_grid_tables_label_each_cell(params) -> None:
+    tables = params.grid.tables()
+    assert tables[("mcgs", "none", "victim_mlp", "pgd")] == ["main"]
+    assert "ablation" in tables[("abl_f100", "none", "victim_resnet_at", "autoattack")]
+    assert set(tables[("mcgs", "none", "victim_resnet_at", "autoattack")]) >= {"main", "ablation"}

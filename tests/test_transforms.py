@@ -44,3 +44,41 @@ def test_transforms_are_registered_reversions() -> None:
         cfg = entry.config.model_validate({"method": name, **extra})
         x = torch.rand(2, 1, 8, 8)
         assert entry.fn(x, cfg=cfg, redefend=None, generator=generator(0)).shape == x.shape
+
+
+def _tiny_ddpm(folder) -> None:
+    """A randomly initialised diffusers UNet saved the way google/ddpm-cifar10-32 is (no download)."""
+    from diffusers import UNet2DModel
+
+    UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16), layers_per_block=1,
+                down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+                norm_num_groups=4).save_pretrained(str(folder))
+
+
+def test_diffpure_purifies_with_a_user_provided_score_model(tmp_path) -> None:
+    from preempt.artifacts import sha256
+    from preempt.reversions.diffpure import WEIGHTS
+
+    _tiny_ddpm(tmp_path)
+    entry = REVERSIONS["diffpure"]
+    cfg = entry.config(checkpoint=str(tmp_path), t_star=0.02, sha256=sha256(tmp_path / WEIGHTS))
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    a = entry.fn(x, cfg=cfg, generator=generator(0))
+    b = entry.fn(x, cfg=cfg, generator=generator(1))
+    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
+    assert not torch.equal(a, b)  # randomized: attack it with EOT
+    assert torch.equal(a, entry.fn(x, cfg=cfg, generator=generator(0)))  # but seeded
+
+
+def test_diffpure_without_or_with_a_wrong_checkpoint_is_one_clear_line(tmp_path) -> None:
+    import pytest
+
+    from preempt.errors import PreemptError
+
+    entry = REVERSIONS["diffpure"]
+    x = torch.rand(1, 1, 8, 8)
+    with pytest.raises(PreemptError, match=r"no score model at .*missing.*huggingface-cli download"):
+        entry.fn(x, cfg=entry.config(checkpoint=str(tmp_path / "missing")), generator=generator(0))
+    _tiny_ddpm(tmp_path)
+    with pytest.raises(PreemptError, match="does not match its sha256"):
+        entry.fn(x, cfg=entry.config(checkpoint=str(tmp_path), sha256="0" * 64), generator=generator(0))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -193,7 +193,10 @@ def validate_model(cls: type[BaseModel], data: Any, where: str) -> Any:
         path = _fmt_loc(where, loc)
         if err["type"] == "extra_forbidden":
             owner: Any = cls
-            for part in loc[:-1]:  # walk nested models to find the valid keys at that level
+            for part in loc[:-1]:  # walk nested models (and dicts/lists of them) to the level of the key
+                if get_origin(owner) in (dict, list):
+                    owner = get_args(owner)[-1]
+                    continue
                 fld = getattr(owner, "model_fields", {}).get(part)
                 owner = getattr(fld, "annotation", None) if fld else None
             valid = list(getattr(owner, "model_fields", {}) or {})

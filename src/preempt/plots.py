@@ -8,6 +8,46 @@ import pandas as pd
 import torch
 
 
+def rows(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """The cells of one table of the grid ('main' or a ``grid.extra`` name)."""
+    if "tables" not in df.columns:
+        return df
+    return df[df["tables"].fillna("").str.split(";").apply(lambda t: table in t)]
+
+
+def table_names(df: pd.DataFrame) -> list[str]:
+    if "tables" not in df.columns:
+        return ["main"]
+    return list(dict.fromkeys(t for ts in df["tables"].fillna("") for t in ts.split(";") if t))
+
+
+def block_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Any table of the grid: one row per (defense, reversion, victim) with the clean accuracy of
+    its input and the robust accuracy under each attack, plus a ``mean`` row per (defense,
+    reversion) over victims; for a transfer attack that mean is R_T^{S,A} (robust accuracy is
+    already the mean over surrogates). Attacks with a ``threat_eps`` also show ``robust_acc_ball``."""
+    keys = ["defense", "reversion", "victim"]
+    order = list(dict.fromkeys(df["attack"]))
+    clean = df.groupby(keys, sort=False)["clean_acc"].first().rename(("clean", ""))
+    robust = df.pivot_table(index=keys, columns="attack", values="robust_acc", sort=False)[order]
+    robust.columns = pd.MultiIndex.from_product([["robust"], robust.columns])
+    parts = [clean, robust]
+    if "robust_acc_ball" in df.columns and (df["robust_acc_ball"] - df["robust_acc"]).abs().max() > 0:
+        ball = df.pivot_table(index=keys, columns="attack", values="robust_acc_ball", sort=False)[order]
+        ball.columns = pd.MultiIndex.from_product([["robust_or_outside_ball"], ball.columns])
+        parts.append(ball)
+    out = pd.concat(parts, axis=1)
+    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    if out.index.get_level_values("victim").nunique() > 1:
+        means = out.groupby(level=["defense", "reversion"], sort=False).mean()
+        means.index = pd.MultiIndex.from_tuples([(d, r, "mean") for d, r in means.index], names=keys)
+        body = list(out.index)
+        out = pd.concat([out, means]).reindex(
+            [i for dr in dict.fromkeys(zip(df["defense"], df["reversion"]))
+             for i in [*(j for j in body if j[:2] == dr), (*dr, "mean")]])
+    return out.round(1)
+
+
 def accuracy_table(df: pd.DataFrame, reversion: str = "none") -> pd.DataFrame:
     """Per victim: clean accuracy and robust accuracy per attack, for each defense (incl. none)."""
     sub = df[df["reversion"] == reversion]

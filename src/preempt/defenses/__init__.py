@@ -46,7 +46,8 @@ def labels(x: torch.Tensor, source: str, models: Mapping[str, nn.Module],
     """
     if source == "ground_truth" and y_true is not None:
         return y_true
-    return predict(models["backbone" if source == "backbone" else "classifier"], x, batch_size)
+    # clone: predictions come from inference mode, and inference tensors cannot enter autograd
+    return predict(models["backbone" if source == "backbone" else "classifier"], x, batch_size).clone()
 
 
 def run(cfg: MethodConfig, x: torch.Tensor, *, models: Mapping[str, nn.Module],
