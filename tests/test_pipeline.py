@@ -34,6 +34,8 @@ def tiny_params() -> dict:
         m["epochs"] = 2
         if m["recipe"]["method"] == "pgd_at":
             m["recipe"]["steps"] = 2
+    raw["defenses"] = {k: raw["defenses"][k] for k in ("none", "mcgs")}
+    raw["attacks"] = {k: raw["attacks"][k] for k in ("pgd", "autoattack")}
     raw["defenses"]["mcgs"]["n_samples"] = 4
     raw["reversions"] = {k: raw["reversions"][k] for k in ("none", "white", "jpeg")}
     raw["attacks"]["pgd"]["steps"] = 3
