@@ -49,6 +49,10 @@ def shrink(raw: dict) -> dict:
                 a["eot_iter"] = 2
         if a["method"] == "cw":
             a.update(steps=10, binary_search_steps=2)
+    g = raw["grid"]  # fewer victims where a table repeats itself per victim (DVC's per-job overhead dominates)
+    g["victims"] = ["victim_resnet_at"]
+    g["extra"]["transfer"]["victims"] = ["victim_trigger", "victim_mlp_at"]
+    g["extra"]["test_time"]["attacks"] = ["pgd", "bpda_eot_pgd"]
     raw["report"]["n_examples"] = 4
     return raw
 
