@@ -33,8 +33,9 @@ def test_grid_cells_and_their_params(params) -> None:
     g = params.grid
     cells = [s for s in stages if s.family == "attack"]
     assert len(cells) == len(g.cells()) == len(set(g.cells()))
-    main = len(g.defenses) * len(g.reversions) * len(g.victims) * len(g.attacks)
-    assert len(g.main_cells()) == main and set(g.main_cells()) <= set(g.cells())
+    assert set(g.main_cells()) <= set(g.product()) and set(g.main_cells()) <= set(g.cells())
+    assert ("mcgs", "white", "victim_mlp", "pgd") not in g.main_cells()  # grid.exclude
+    assert ("mcgs", "white", "victim_mlp", "autoattack") in g.main_cells()
     for block in g.extra.values():
         assert set(block.product()) <= set(g.cells())
     mcgs = [s for s in stages if "defenses.mcgs" in s.params]
