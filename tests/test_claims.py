@@ -76,8 +76,10 @@ def test_paper_tables_have_the_paper_shapes() -> None:
 
 def test_grid_exclude_drops_cells_and_their_stages(params) -> None:
     raw = dict(params.raw)
-    raw["grid"] = {**raw["grid"], "exclude": [{"defense": "none", "reversion": ["white", "black"]},
-                                              {"reversion": "jpeg", "attack": "pgd"}]}
+    raw["grid"] = {"defenses": ["none", "mcgs"], "reversions": ["none", "white", "black", "jpeg"],
+                   "victims": ["victim_mlp", "victim_mlp_at", "victim_resnet_at"], "attacks": ["pgd", "autoattack"],
+                   "exclude": [{"defense": "none", "reversion": ["white", "black"]},
+                               {"reversion": "jpeg", "attack": "pgd"}]}
     p = config.parse(raw)
     got = set(p.grid.cells())
     assert ("none", "white", "victim_mlp", "pgd") not in got and ("mcgs", "jpeg", "victim_mlp", "pgd") not in got
