@@ -16,7 +16,19 @@ STAGE_ARGS = {
     "attack": ["defense", "reversion", "victim", "attack"],
     "aggregate": [],
     "report": ["notebook"],
+    "gather": ["kind", "names"],
 }
+SHARDED = ("defend", "attack")  # stages that take --shard I/K
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/K such as 2/4, got {text!r}") from None
+    if not 1 <= i <= k:
+        raise argparse.ArgumentTypeError(f"shard {text}: need 1 <= I <= K")
+    return i, k
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,7 +38,10 @@ def _parser() -> argparse.ArgumentParser:
     for stage, names in STAGE_ARGS.items():
         sp = sub.add_parser(stage, help=f"run the {stage} stage")
         for n in names:
-            sp.add_argument(n)
+            sp.add_argument(n, nargs="+") if n == "names" else sp.add_argument(n)
+        if stage in SHARDED:
+            sp.add_argument("--shard", type=_shard, default=None, metavar="I/K",
+                            help="run only the I-th of K chunks of the images (joined by `gather`)")
     dp = sub.add_parser("dag", help="print or (re)write dvc.yaml from params.yaml")
     dp.add_argument("--write", action="store_true", help="write dvc.yaml if it changed")
     dp.add_argument("--check", action="store_true", help="fail if dvc.yaml is stale")
@@ -46,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
 
             ctx = context(args.params)
             mod = importlib.import_module(f"preempt.stages.{args.command}")
-            mod.run(ctx, *(getattr(args, n) for n in STAGE_ARGS[args.command]))
+            values = [v for n in STAGE_ARGS[args.command] for v in
+                      (getattr(args, n) if n == "names" else [getattr(args, n)])]
+            if args.command in SHARDED:
+                mod.run(ctx, *values, shard=args.shard)
+            else:
+                mod.run(ctx, *values)
         elif args.command == "dag":
             from . import config, dag
 

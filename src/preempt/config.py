@@ -96,6 +96,21 @@ class RuntimeConfig(MethodConfig):
     # parallelism (CPU reductions are bit-identical only for a fixed thread count).
     num_threads: int = Field(1, ge=1)
     batch_size: int = Field(256, ge=1)
+    # GPU speed-ups, off by default (see preempt.runtime.accelerate); each changes float results
+    # slightly, so they are stage params: switching one reruns the stages it affects.
+    amp: bool = Field(False, description="autocast forward passes to bfloat16/float16 (CUDA only)")
+    channels_last: bool = Field(False, description="NHWC memory format for conv models (CUDA only)")
+    compile: bool = Field(False, description="torch.compile the models a stage runs (CUDA only)")
+
+
+class ShardsConfig(MethodConfig):
+    """Split the evaluation images into k chunks for RE generation and attacks: each chunk is a
+    separate job (a SLURM job on a cluster) and a gather stage joins them. Chunks follow
+    ``runtime.batch_size`` boundaries and every batch draws from its own seeded generator, so the
+    results are the same for every k (on CPU, bit-identical; tested)."""
+
+    defend: int = Field(1, ge=1, le=1024)
+    attack: int = Field(1, ge=1, le=1024)
 
 
 class JobResources(MethodConfig):
@@ -115,6 +130,7 @@ RESOURCE_DEFAULTS: dict[str, dict[str, int]] = {  # a GPU node's typical job, pe
     "attack": dict(gpus=1, mem_mb=32000, runtime=480, cpus_per_task=8),
     "aggregate": dict(gpus=0, mem_mb=4000, runtime=30, cpus_per_task=1),
     "report": dict(gpus=0, mem_mb=8000, runtime=30, cpus_per_task=1),
+    "gather": dict(gpus=1, mem_mb=32000, runtime=60, cpus_per_task=8),  # joins shards; scores attack cells
 }
 
 
@@ -129,6 +145,7 @@ class ResourcesConfig(MethodConfig):
     attack: JobResources
     aggregate: JobResources
     report: JobResources
+    gather: JobResources
 
     @model_validator(mode="before")
     @classmethod
@@ -159,12 +176,13 @@ class Params(BaseModel):
     grid: GridConfig
     metrics: MetricsConfig
     runtime: RuntimeConfig
+    shards: ShardsConfig
     report: ReportConfig
     resources: ResourcesConfig
 
 
-SECTIONS = ("dataset", "models", "defenses", "attacks", "reversions", "grid", "metrics", "runtime", "report",
-            "resources")
+SECTIONS = ("dataset", "models", "defenses", "attacks", "reversions", "grid", "metrics", "runtime", "shards",
+            "report", "resources")
 REQUIRED = ("dataset", "models", "defenses", "attacks", "grid")
 
 
@@ -299,6 +317,7 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
         grid=grid,
         metrics=validate_model(MetricsConfig, raw.get("metrics", {}), "metrics"),
         runtime=validate_model(RuntimeConfig, raw.get("runtime", {}), "runtime"),
+        shards=validate_model(ShardsConfig, raw.get("shards", {}), "shards"),
         report=validate_model(ReportConfig, raw.get("report", {}), "report"),
         resources=validate_model(ResourcesConfig, raw.get("resources", {}), "resources"),
         **sections,

@@ -43,6 +43,29 @@ def re_path(defense: str) -> str:
     return str(RESULTS / "re" / f"{defense}.pt")
 
 
+def shard_suffix(shard: tuple[int, int]) -> str:
+    return f"{shard[0]}of{shard[1]}"
+
+
+def re_shard_path(defense: str, shard: tuple[int, int]) -> str:
+    return str(RESULTS / "shards" / "re" / defense / f"{shard_suffix(shard)}.pt")
+
+
+def adv_shard_path(defense: str, reversion: str, victim: str, attack: str, shard: tuple[int, int]) -> str:
+    return str(RESULTS / "shards" / "adv" / defense / reversion / victim / attack / f"{shard_suffix(shard)}.pt")
+
+
+def shard_range(n: int, batch_size: int, shard: tuple[int, int] | None) -> tuple[int, int]:
+    """Images [lo, hi) of shard ``(i, k)`` (1-based i): whole batches, as even as possible, so a
+    sharded run draws exactly the batches (and per-batch seeds) of an unsharded one."""
+    if shard is None:
+        return 0, n
+    i, k = shard
+    n_batches = -(-n // batch_size)
+    lo_b, hi_b = (i - 1) * n_batches // k, i * n_batches // k
+    return min(n, lo_b * batch_size), min(n, hi_b * batch_size)
+
+
 def input_path(defense: str, reversion: str) -> str:
     return str(RESULTS / "inputs" / defense / f"{reversion}.pt")
 
@@ -91,18 +114,23 @@ class Stage:
     params: tuple[str, ...]
     outs: tuple[str, ...]
     dir_outs: tuple[str, ...] = field(default=())
+    shard: tuple[int, int] | None = None  # (i, k): the i-th of k chunks of the images
+
+    def _parts(self) -> tuple[str, ...]:
+        return (self.family, *self.args, *((shard_suffix(self.shard),) if self.shard else ()))
 
     @property
     def name(self) -> str:
-        return "-".join((self.family, *self.args))
+        return "-".join(self._parts())
 
     @property
     def rule(self) -> str:
-        return "__".join((self.family, *self.args))
+        return "__".join(self._parts())
 
     @property
     def cmd(self) -> str:
-        return " ".join(("python -m preempt", self.family, *self.args))
+        shard = (f"--shard {self.shard[0]}/{self.shard[1]}",) if self.shard else ()
+        return " ".join(("python -m preempt", self.family, *shard, *self.args))
 
     def all_outs(self) -> list[str]:
         return [*self.outs, *self.dir_outs]
@@ -118,7 +146,7 @@ def _code(*modules: str) -> tuple[str, ...]:
 
 
 def _models(names: Iterable[str]) -> list[str]:
-    return [p for n in names for p in with_sidecar(model_path(n))]
+    return [model_path(n) for n in names]
 
 
 def models_needed(p: Params) -> list[str]:
@@ -154,46 +182,62 @@ def build(p: Params) -> list[Stage]:
     from .reversions import REVERSIONS
 
     g = p.grid
-    test = with_sidecar(data_path("test"))
+    test = (data_path("test"),)
     stages = [Stage("data", (), _code("preempt.stages.data", DATASETS[p.dataset.name].module),  # type: ignore[attr-defined]
-                    ("dataset",), (*with_sidecar(data_path("train")), *test))]
+                    ("dataset",), (*with_sidecar(data_path("train")), *with_sidecar(data_path("test"))))]
     for name in models_needed(p):
         cfg = p.models[name]
         entry = SOURCES[cfg.source]  # type: ignore[attr-defined]
         code = [entry.module, *cfg.code_modules()]
-        stages.append(Stage("model", (name,), (*with_sidecar(data_path("train")), *test, *_models(model_refs(cfg)),
+        stages.append(Stage("model", (name,), (data_path("train"), *test, *_models(model_refs(cfg)),
                                                *_code("preempt.stages.model", *code)),
                             (f"models.{name}", "runtime"), tuple(with_sidecar(model_path(name)))))
+    k_def, k_att = p.shards.defend, p.shards.attack
     for d in g.names("defenses"):
         cfg = p.defenses[d]
-        stages.append(Stage("defend", (d,), (*test, *_models(roles(cfg).values()),
-                                             *_code("preempt.stages.defend", DEFENSES[cfg.method].module)),  # type: ignore[attr-defined]
-                            (f"defenses.{d}", "runtime"), tuple(with_sidecar(re_path(d)))))
+        deps = (*test, *_models(roles(cfg).values()),
+                *_code("preempt.stages.defend", DEFENSES[cfg.method].module))  # type: ignore[attr-defined]
+        params = (f"defenses.{d}", "runtime")
+        if k_def == 1:
+            stages.append(Stage("defend", (d,), deps, params, tuple(with_sidecar(re_path(d)))))
+            continue
+        shards = [(i, k_def) for i in range(1, k_def + 1)]
+        stages += [Stage("defend", (d,), deps, params, tuple(with_sidecar(re_shard_path(d, s))), shard=s) for s in shards]
+        stages.append(Stage("gather", ("re", d), (*(re_shard_path(d, s) for s in shards), *_code("preempt.stages.gather")),
+                            (), tuple(with_sidecar(re_path(d)))))
     cells = g.cells()
     pairs = list(dict.fromkeys((d, r) for d, r, _, _ in cells))
     for d, r in pairs:
         rcfg = p.reversions[r]
         stages.append(Stage(
             "revert", (d, r),
-            (*with_sidecar(re_path(d)), *_models(dict.fromkeys([*model_refs(rcfg), *(
+            (re_path(d), *_models(dict.fromkeys([*model_refs(rcfg), *(
                  roles(p.defenses[d]).values() if rcfg.uses_defense_models() else [])])),
              *_code("preempt.stages.revert", REVERSIONS[rcfg.method].module,  # type: ignore[attr-defined]
                     DEFENSES[p.defenses[d].method].module)),  # type: ignore[attr-defined]
             (f"reversions.{r}", f"defenses.{d}", "runtime"), tuple(with_sidecar(input_path(d, r)))))
     for d, r, v, a in cells:
-        stages.append(Stage(
-            "attack", (d, r, v, a),
-            (*with_sidecar(input_path(d, r)), *test, *_models([v, *model_refs(p.attacks[a])]),
-             *_code("preempt.stages.attack", "preempt.metrics", ATTACKS[p.attacks[a].method].module)),  # type: ignore[attr-defined]
-            (f"attacks.{a}", "metrics", "runtime"),
-            (*with_sidecar(adv_path(d, r, v, a)), cell_path(d, r, v, a))))
+        deps = (input_path(d, r), *test, *_models([v, *model_refs(p.attacks[a])]),
+                *_code("preempt.stages.attack", "preempt.metrics", ATTACKS[p.attacks[a].method].module))  # type: ignore[attr-defined]
+        params = (f"attacks.{a}", "metrics", "runtime")
+        outs = (*with_sidecar(adv_path(d, r, v, a)), cell_path(d, r, v, a))
+        if k_att == 1:
+            stages.append(Stage("attack", (d, r, v, a), deps, params, outs))
+            continue
+        shards = [(i, k_att) for i in range(1, k_att + 1)]
+        stages += [Stage("attack", (d, r, v, a), deps, (f"attacks.{a}", "runtime"),
+                         tuple(with_sidecar(adv_shard_path(d, r, v, a, s))), shard=s) for s in shards]
+        stages.append(Stage("gather", ("adv", d, r, v, a),
+                            (*(adv_shard_path(d, r, v, a, s) for s in shards), input_path(d, r), *test, model_path(v),
+                             *_code("preempt.stages.gather", "preempt.stages.attack", "preempt.metrics")),
+                            params, outs))
     stages.append(Stage("aggregate", (), (*(cell_path(*c) for c in cells), *_code("preempt.stages.aggregate", "preempt.claims")),
                         ("grid",), (METRICS_CSV,)))
     for nb in p.report.notebooks:
         stages.append(Stage(
             "report", (nb,),
             (METRICS_CSV, notebook_path(nb), PUBLISHED_CSV, *test,
-             *(f for d in g.names("defenses") for f in with_sidecar(re_path(d))),
+             *(re_path(d) for d in g.names("defenses")),
              *_code("preempt.stages.report", "preempt.plots", "preempt.claims")),
             ("report", "grid"), (report_path(nb),), (figures_dir(nb),)))
     return stages

@@ -36,11 +36,57 @@ def configure(rt: RuntimeConfig) -> torch.device:
     return torch.device("cuda")
 
 
+class Accelerated(torch.nn.Module):
+    """A frozen model run with the GPU options of ``runtime``: autocast (AMP) forward passes whose
+    logits come back as float32, and/or channels-last inputs. Gradients still flow to the input."""
+
+    def __init__(self, model: torch.nn.Module, amp: bool, channels_last: bool) -> None:
+        super().__init__()
+        self.model, self.amp, self.channels_last = model, amp, channels_last
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        with torch.autocast("cuda", dtype=dtype, enabled=self.amp):
+            return self.model(x).float()
+
+
+def accelerate(model: torch.nn.Module, rt: RuntimeConfig, device: torch.device | str) -> torch.nn.Module:
+    """Apply ``runtime.amp`` / ``channels_last`` / ``compile`` to a model on a CUDA device.
+
+    All three default off, and on a CPU device they are ignored (with one log line): AMP and
+    compilation change float results and make CPU runs slower or less reproducible, which is
+    exactly what the CPU default must not be."""
+    wanted = [k for k in ("amp", "channels_last", "compile") if getattr(rt, k)]
+    if not wanted:
+        return model
+    if torch.device(device).type != "cuda":
+        log.info("runtime: %s ignored on %s (GPU-only options)", ", ".join(wanted), device)
+        return model
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if rt.amp or rt.channels_last:
+        model = Accelerated(model, rt.amp, rt.channels_last)
+    if rt.compile:
+        model = torch.compile(model)  # type: ignore[assignment]
+    return model
+
+
 def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
     """A private RNG for one stage: randomness never depends on what ran before in the process."""
     g = torch.Generator(device=device)
     g.manual_seed(seed)
     return g
+
+
+def batch_generator(seed: int, start: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The RNG of the batch that starts at image ``start``: a batch draws the same numbers however
+    the images are split into shards or jobs (the seed mixes both with a 64-bit hash)."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{seed}:{start}".encode()).digest()
+    return generator(int.from_bytes(digest[:8], "little") & (2**63 - 1), device)
 
 
 def progress(iterable, desc: str, total: int | None = None):  # type: ignore[no-untyped-def]

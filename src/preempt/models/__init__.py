@@ -95,4 +95,6 @@ def load(name: str, params: Any, device: torch.device | str = "cpu") -> nn.Modul
 
     cfg = params.models[name]
     src = SOURCES[cfg.source].fn  # type: ignore[attr-defined]
-    return frozen(src.load(name, cfg, params, model_path(name)), device)
+    from ..runtime import accelerate
+
+    return accelerate(frozen(src.load(name, cfg, params, model_path(name)), device), params.runtime, device)

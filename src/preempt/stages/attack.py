@@ -1,4 +1,4 @@
-"""Stage ``attack DEFENSE REVERSION VICTIM ATTACK``: one grid cell, attacked and measured.
+"""Stage ``attack [--shard I/K] DEFENSE REVERSION VICTIM ATTACK``: one grid cell, attacked and measured.
 
 The attack's budget is measured from the input the attacker receives (the RE, or the reverted
 RE), as in the papers. ``clean_acc`` is the victim's accuracy on that input, ``robust_acc`` after
@@ -9,12 +9,18 @@ A transfer attack (``surrogates`` set) is crafted white-box on each surrogate an
 the victim: ``robust_acc`` is the mean over surrogates and ``robust_acc_by_surrogate`` lists
 each. ``robust_acc_ball`` also counts as robust an example whose attack left the ``threat_eps``
 ball of the true original (equal to ``robust_acc`` when the attack sets no ``threat_eps``).
+
+The attack runs batch by batch (``runtime.batch_size``), each batch with its own seeded
+generator, so a shard (``--shard I/K``, whole batches) crafts exactly the examples the unsharded
+stage crafts for its images; it saves them, and ``gather adv`` joins the shards and scores the
+cell with :func:`score`, the same code as the unsharded stage.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import torch
 
@@ -22,40 +28,55 @@ from .. import artifacts, dag, metrics
 from ..attacks import ATTACKS
 from ..models import load
 from ..models.wrappers import bpda
-from ..runtime import generator, log
+from ..runtime import batch_generator, log, progress
 from . import Context
 
 
-def run(ctx: Context, defense: str, reversion: str, victim: str, attack: str) -> None:
+def n_attacked(acfg: Any, n: int) -> int:
+    """How many of the cell's images the attack evaluates (the first n_ex, where it sets one)."""
+    limit = getattr(acfg, "n_ex", None)
+    return n if limit is None else min(n, limit)
+
+
+def craft(ctx: Context, attack: str, victim: str, x_in: torch.Tensor, y: torch.Tensor, lo: int,
+          model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Adversarial examples for images ``lo..lo+len(x_in)`` of the cell, crafted on the victim or on
+    each surrogate (a transfer attack): model name -> examples."""
     p = ctx.params
     acfg = p.attacks[attack]
-    inp, meta = artifacts.load(dag.input_path(defense, reversion))
-    orig, _ = artifacts.load(dag.data_path("test"))
-    x_in, y, x0 = inp["x"].to(ctx.device), inp["y"].to(ctx.device), orig["x"].to(ctx.device)
-    model = load(victim, p, ctx.device)
-    surrogates = list(acfg.surrogates)  # type: ignore[attr-defined]
-    log.info("attack %s on victim %s%s, input %s/%s (%d images, eps=%.4g)", attack, victim,
-             f" (transfer from {', '.join(surrogates)})" if surrogates else "", defense, reversion,
-             len(x_in), acfg.eps)  # type: ignore[attr-defined]
     fn = ATTACKS[acfg.method].fn  # type: ignore[attr-defined]
-    t0 = time.perf_counter()
+    bs = p.runtime.batch_size
+    surrogates = list(acfg.surrogates)  # type: ignore[attr-defined]
     advs: dict[str, torch.Tensor] = {}
     for name in surrogates or [victim]:
         crafted_on = load(name, p, ctx.device) if surrogates else model
+        parts = [x_in[:0]]
         with bpda(crafted_on, acfg.bpda):  # type: ignore[attr-defined]
-            advs[name] = fn(crafted_on, x_in, y, cfg=acfg, generator=generator(acfg.seed, ctx.device))  # type: ignore[attr-defined]
-    seconds = time.perf_counter() - t0
-    n = min(len(a) for a in advs.values())  # an attack may evaluate only the first n_ex images
+            for i in progress(range(0, len(x_in), bs), desc=f"{attack} on {name}", total=-(-len(x_in) // bs)):
+                gen = batch_generator(acfg.seed, lo + i, ctx.device)  # type: ignore[attr-defined]
+                parts.append(fn(crafted_on, x_in[i:i + bs], y[i:i + bs], cfg=acfg, generator=gen))
+        advs[name] = torch.cat(parts)
+    return advs
+
+
+def score(ctx: Context, cell: tuple[str, str, str, str], x_in: torch.Tensor, y: torch.Tensor, x0: torch.Tensor,
+          model: torch.nn.Module, advs: dict[str, torch.Tensor], seconds: float, meta: dict[str, Any]) -> None:
+    """Measure one cell from its adversarial examples and write its adv artifact and metrics row."""
+    defense, reversion, victim, attack = cell
+    p = ctx.params
+    acfg = p.attacks[attack]
+    surrogates = list(acfg.surrogates)  # type: ignore[attr-defined]
+    n = len(next(iter(advs.values())))
     x_in, y, x0 = x_in[:n], y[:n], x0[:n]
     threat = acfg.threat_eps  # type: ignore[attr-defined]
     robust, robust_ball = {}, {}
     for name, x_adv in advs.items():
-        pred = metrics.predict(model, x_adv[:n])
+        pred = metrics.predict(model, x_adv)
         robust[name] = metrics.accuracy(pred, y)
         if threat is not None:  # an example pushed out of the threat ball counts as robust
-            pred = torch.where((x_adv[:n] - x0).flatten(1).abs().amax(1) > threat + 1e-6, y, pred)
+            pred = torch.where((x_adv - x0).flatten(1).abs().amax(1) > threat + 1e-6, y, pred)
         robust_ball[name] = metrics.accuracy(pred, y)
-    x_adv = next(iter(advs.values()))[:n]
+    x_adv = next(iter(advs.values()))
     lp, lp_note = metrics.lpips(x_in.cpu(), x0.cpu(), p.metrics.lpips_net)
     row = {
         "dataset": p.dataset.name, "defense": defense, "victim": victim, "attack": attack,  # type: ignore[attr-defined]
@@ -67,17 +88,51 @@ def run(ctx: Context, defense: str, reversion: str, victim: str, attack: str) ->
         "ssim": metrics.ssim(x_in, x0, p.metrics.ssim_kernel_size, p.metrics.ssim_sigma),
         **metrics.distances(x_in, x0),
         "lpips": lp, "lpips_note": lp_note,
-        "adv_linf": max(float((a[:n] - x_in).flatten(1).abs().amax(1).max()) for a in advs.values()),
+        "adv_linf": max(float((a - x_in).flatten(1).abs().amax(1).max()) if n else 0.0 for a in advs.values()),
         "sec_per_image": meta["defense_sec_per_image"],
         "attack_sec_per_image": seconds / max(n, 1),
     }
-    adv_out = dag.adv_path(defense, reversion, victim, attack)
-    extra = {f"x_{s}": a[:n] for s, a in advs.items()} if surrogates else {}
+    adv_out = dag.adv_path(*cell)
+    extra = {f"x_{s}": a for s, a in advs.items()} if surrogates else {}
     artifacts.save(adv_out, {"x": x_adv, "y": y, **extra}, {
-        "stage": "attack", "cell": [defense, reversion, victim, attack], "seed": acfg.seed,  # type: ignore[attr-defined]
+        "stage": "attack", "cell": list(cell), "seed": acfg.seed,  # type: ignore[attr-defined]
         "surrogates": surrogates,
         "params_hash": artifacts.params_hash(acfg.model_dump()), "wall_seconds": seconds, "device": str(ctx.device),
     })
-    artifacts.write_json(dag.cell_path(defense, reversion, victim, attack), row)
-    log.info("cell %s/%s/%s/%s: clean %.1f%% robust %.1f%% -> %s", defense, reversion, victim, attack,
-             row["clean_acc"], row["robust_acc"], dag.cell_path(defense, reversion, victim, attack))
+    artifacts.write_json(dag.cell_path(*cell), row)
+    log.info("cell %s: clean %.1f%% robust %.1f%% -> %s", "/".join(cell), row["clean_acc"], row["robust_acc"],
+             dag.cell_path(*cell))
+
+
+def inputs(ctx: Context, defense: str, reversion: str, victim: str, attack: str):  # type: ignore[no-untyped-def]
+    """The attacker's input, labels, original images (first n_attacked), the victim, and input metadata."""
+    inp, meta = artifacts.load(dag.input_path(defense, reversion))
+    orig, _ = artifacts.load(dag.data_path("test"))
+    n = n_attacked(ctx.params.attacks[attack], len(inp["x"]))
+    x_in, y, x0 = (t[:n].to(ctx.device) for t in (inp["x"], inp["y"], orig["x"]))
+    return x_in, y, x0, load(victim, ctx.params, ctx.device), meta
+
+
+def run(ctx: Context, defense: str, reversion: str, victim: str, attack: str,
+        shard: tuple[int, int] | None = None) -> None:
+    p = ctx.params
+    acfg = p.attacks[attack]
+    cell = (defense, reversion, victim, attack)
+    x_in, y, x0, model, meta = inputs(ctx, *cell)
+    lo, hi = dag.shard_range(len(x_in), p.runtime.batch_size, shard)
+    surrogates = list(acfg.surrogates)  # type: ignore[attr-defined]
+    log.info("attack %s on victim %s%s, input %s/%s (images %d-%d of %d%s, eps=%.4g)", attack, victim,
+             f" (transfer from {', '.join(surrogates)})" if surrogates else "", defense, reversion, lo, hi,
+             len(x_in), f", shard {dag.shard_suffix(shard)}" if shard else "", acfg.eps)  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    advs = craft(ctx, attack, victim, x_in[lo:hi], y[lo:hi], lo, model)
+    seconds = time.perf_counter() - t0
+    if shard is None:
+        score(ctx, cell, x_in, y, x0, model, advs, seconds, meta)
+        return
+    out = dag.adv_shard_path(*cell, shard)
+    artifacts.save(out, {f"x_{name}": a for name, a in advs.items()}, {
+        "stage": "attack", "cell": list(cell), "shard": list(shard), "range": [lo, hi], "seed": acfg.seed,  # type: ignore[attr-defined]
+        "params_hash": artifacts.params_hash(acfg.model_dump()), "wall_seconds": seconds, "device": str(ctx.device),
+    })
+    log.info("shard %s of cell %s -> %s", dag.shard_suffix(shard), "/".join(cell), out)
