@@ -12,60 +12,21 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
+from preempt import workspace
+from preempt.workspace import run, tiny_params
 
 pytestmark = pytest.mark.pipeline
 TIMING = ["sec_per_image", "attack_sec_per_image"]
 
 
-def tiny_params() -> dict:
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["dataset"]["n_eval"] = 40
-    keep = ["classifier", "backbone", "victim_mlp", "victim_mlp_at"]
-    raw["models"] = {k: raw["models"][k] for k in keep}
-    for m in raw["models"].values():
-        m["epochs"] = 2
-        if m["recipe"]["method"] == "pgd_at":
-            m["recipe"]["steps"] = 2
-    raw["defenses"] = {k: raw["defenses"][k] for k in ("none", "mcgs")}
-    raw["attacks"] = {k: raw["attacks"][k] for k in ("pgd", "autoattack")}
-    raw["defenses"]["mcgs"]["n_samples"] = 4
-    raw["reversions"] = {k: raw["reversions"][k] for k in ("none", "white", "jpeg")}
-    raw["attacks"]["pgd"]["steps"] = 3
-    raw["attacks"]["autoattack"].update(attacks=["apgd-ce"], n_iter=5)
-    raw["grid"] = {"defenses": ["none", "mcgs"], "reversions": ["none", "white", "jpeg"],
-                   "victims": ["victim_mlp", "victim_mlp_at"], "attacks": ["pgd", "autoattack"]}
-    raw["report"]["n_examples"] = 4
-    return raw
-
-
-def run(cmd: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PREEMPT_PROGRESS": "0"}
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=1200)
-    if ok and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
 def make_workspace(dest: Path, params: dict, dag: bool = True) -> Path:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for f in files:
-        if (ROOT / f).is_file() and f != "dvc.lock":  # a fresh workspace has no provenance yet
-            (dest / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / f, dest / f)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(["git", "init", "-q"], dest)
-    if dag:
-        run(["python", "-m", "preempt", "dag", "--write"], dest)  # the documented step before `dvc repro`
-    return dest
+    return workspace.make(dest, params, dag=dag)
 
 
 def jobs_planned(cwd: Path) -> dict[str, int]:

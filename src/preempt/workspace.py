@@ -1,0 +1,83 @@
+"""Scratch copies of the project for tests and benchmarks: the tracked files, another params.yaml,
+a fresh git repository (DVC needs one), dvc.yaml generated; plus the shrunken embedded default
+that the pipeline tests, fault tests and ``--quick`` benchmarks run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(cmd: list[str], cwd: Path, ok: bool = True, timeout: float = 1800,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a command quietly (no progress bars); with ``ok``, fail with its output's tail."""
+    env = {**os.environ, "PREEMPT_PROGRESS": "0", **(env or {})}
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+    if ok and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def make(dest: Path, params: dict[str, Any], dag: bool = True, root: Path = ROOT) -> Path:
+    """Copy the project's files (tracked and untracked-not-ignored, without provenance) to ``dest``."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for f in files:
+        if (root / f).is_file() and f != "dvc.lock":  # a fresh workspace has no provenance yet
+            (dest / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / f, dest / f)
+    write_params(dest, params)
+    run(["git", "init", "-q"], dest)
+    if dag:
+        run(["python", "-m", "preempt", "dag", "--write"], dest)  # the documented step before `dvc repro`
+    return dest
+
+
+def write_params(dest: Path, params: dict[str, Any]) -> None:
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def default_params(root: Path = ROOT) -> dict[str, Any]:
+    return yaml.safe_load((root / "params.yaml").read_text())
+
+
+def tiny_params(root: Path = ROOT, n_eval: int = 40) -> dict[str, Any]:
+    """The embedded default shrunk to minutes: 40 images, 2 epochs, MCGS and no defense, PGD and a
+    short AutoAttack, 3 reversions, 2 victims (24 cells)."""
+    raw = default_params(root)
+    raw["dataset"]["n_eval"] = n_eval
+    keep = ["classifier", "backbone", "victim_mlp", "victim_mlp_at"]
+    raw["models"] = {k: raw["models"][k] for k in keep}
+    for m in raw["models"].values():
+        m["epochs"] = 2
+        if m["recipe"]["method"] == "pgd_at":
+            m["recipe"]["steps"] = 2
+    raw["defenses"] = {k: raw["defenses"][k] for k in ("none", "mcgs")}
+    raw["attacks"] = {k: raw["attacks"][k] for k in ("pgd", "autoattack")}
+    raw["defenses"]["mcgs"]["n_samples"] = 4
+    raw["reversions"] = {k: raw["reversions"][k] for k in ("none", "white", "jpeg")}
+    raw["attacks"]["pgd"]["steps"] = 3
+    raw["attacks"]["autoattack"].update(attacks=["apgd-ce"], n_iter=5)
+    raw["grid"] = {"defenses": ["none", "mcgs"], "reversions": ["none", "white", "jpeg"],
+                   "victims": ["victim_mlp", "victim_mlp_at"], "attacks": ["pgd", "autoattack"]}
+    raw["report"]["n_examples"] = 4
+    return raw
+
+
+def small_params(root: Path = ROOT) -> dict[str, Any]:
+    """Even smaller (8 cells), in several batches so that sharding has something to split:
+    40 images in batches of 10, MCGS and no defense, no/white-box reversion, one victim."""
+    raw = tiny_params(root)
+    raw["runtime"]["batch_size"] = 10
+    raw["reversions"] = {k: raw["reversions"][k] for k in ("none", "white")}
+    raw["grid"].update(reversions=["none", "white"], victims=["victim_mlp_at"])
+    raw["models"] = {k: raw["models"][k] for k in ("classifier", "backbone", "victim_mlp_at")}
+    return raw
