@@ -110,3 +110,50 @@ def test_grid_tables_label_each_cell(params) -> None:
     assert tables[("mcgs", "none", "victim_mlp", "pgd")] == ["main"]
     assert "ablation" in tables[("abl_f100", "none", "victim_resnet_at", "autoattack")]
     assert set(tables[("mcgs", "none", "victim_resnet_at", "autoattack")]) >= {"main", "ablation"}
+
+
+def test_shard_ranges_tile_the_images_in_whole_batches() -> None:
+    from hypothesis import given
+    from hypothesis import strategies as st
+
+    @given(st.integers(0, 2000), st.integers(1, 300), st.integers(1, 40))
+    def check(n: int, bs: int, k: int) -> None:
+        ranges = [dag.shard_range(n, bs, (i, k)) for i in range(1, k + 1)]
+        assert ranges[0][0] == 0 and ranges[-1][1] == n
+        for (lo, hi), (lo2, _) in zip(ranges, ranges[1:]):
+            assert lo <= hi == lo2
+        assert all(lo % bs == 0 for lo, _ in ranges)  # a shard starts at a batch boundary
+        sizes = [-(-(hi - lo) // bs) for lo, hi in ranges]
+        assert max(sizes) - min(sizes) <= 1  # batches spread as evenly as possible
+
+    check()
+    assert dag.shard_range(40, 10, None) == (0, 40)
+
+
+def test_sharded_stages_and_their_gathers(params) -> None:
+    from preempt import config
+
+    raw = {**params.raw, "shards": {"defend": 3, "attack": 2}}
+    stages = dag.build(config.parse(raw))
+    by_name = {s.name: s for s in stages}
+    d = by_name["defend-mcgs-2of3"]
+    assert d.cmd == "python -m preempt defend --shard 2/3 mcgs" and d.rule == "defend__mcgs__2of3"
+    assert d.outs[0] == "results/shards/re/mcgs/2of3.pt"
+    g = by_name["gather-re-mcgs"]
+    assert {f"results/shards/re/mcgs/{i}of3.pt" for i in (1, 2, 3)} <= set(g.deps)
+    assert g.outs[0] == dag.re_path("mcgs")
+    cell = ("mcgs", "none", "victim_mlp", "autoattack")
+    scored = by_name["gather-adv-" + "-".join(cell)]
+    assert dag.cell_path(*cell) in scored.outs and f"attacks.{cell[3]}" in scored.params
+    assert not any(s.family == "attack" and s.shard is None for s in stages)
+    assert len([s for s in stages if s.family == "attack"]) == 2 * len(params.grid.cells())
+    test_every_artifact_dep_is_made_by_an_earlier_stage(config.parse(raw))
+
+
+def test_artifact_deps_are_data_files_not_sidecars(params) -> None:
+    for st in dag.build(params):
+        if st.family != "data":
+            sidecars = [d for d in st.deps if d.endswith(".json") and d.removesuffix(".json") + ".pt" in st.deps
+                        or d.startswith(("results/models", "results/re", "results/inputs", "results/data"))
+                        and d.endswith(".json")]
+            assert not sidecars, st.name
