@@ -39,12 +39,12 @@ def params(n: int, k: int, batch: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="300 images, k=2 (< 2 minutes on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="240 images, k=2 (< 2 minutes on 2 cores)")
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--n", type=int, default=500)
     a = ap.parse_args()
     if a.quick:
-        a.n = 300
+        a.n = 240
     batch = max(1, a.n // (4 * a.k))
     with tempfile.TemporaryDirectory(prefix="preempt-shards-") as tmp:
         ws = make(Path(tmp), params(a.n, 1, batch))

@@ -20,8 +20,13 @@ stop_daemons() {  # this machine's slurmctld/slurmd (and job steps), whoever sta
   pkill -9 -x slurmctld 2>/dev/null || true; pkill -9 -x slurmd 2>/dev/null || true
 }
 
+MARK="# written by tests/slurm/cluster.sh"
 if [ "$cmd" = stop ]; then
   stop_daemons
+  # leave no slurm.conf of a stopped cluster behind: with one, every SLURM client call (and so
+  # importing snakemake's SLURM plugin, i.e. every snakemake start) waits ~9 s for the controller
+  if head -1 "$SLURM_CONF" 2>/dev/null | grep -qF "$MARK"; then rm -f "$SLURM_CONF"; fi
+  [ -f "$SLURM_CONF.preempt-backup" ] && mv "$SLURM_CONF.preempt-backup" "$SLURM_CONF"
   exit 0
 fi
 
@@ -49,7 +54,11 @@ host=$(hostname -s)
 cpus=$(nproc)
 mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 1024 ))
 mkdir -p "$dir/ctld" "$dir/d"
+if [ -f "$SLURM_CONF" ] && ! head -1 "$SLURM_CONF" | grep -qF "$MARK"; then
+  mv "$SLURM_CONF" "$SLURM_CONF.preempt-backup"  # the machine's own; restored by `stop`
+fi
 cat >"$SLURM_CONF" <<CONF
+$MARK
 ClusterName=preempt-test
 SlurmctldHost=$host(127.0.0.1)
 SlurmUser=root
