@@ -9,7 +9,6 @@ both drivers give the same numbers; bad params fail before any job with one line
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path

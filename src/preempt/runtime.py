@@ -47,12 +47,12 @@ class Accelerated(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, amp: bool, channels_last: bool) -> None:
         super().__init__()
         self.model, self.amp, self.channels_last = model, amp, channels_last
+        self.dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        with torch.autocast("cuda", dtype=dtype, enabled=self.amp):
+        with torch.autocast("cuda", dtype=self.dtype, enabled=self.amp):
             return self.model(x).float()
 
 
