@@ -57,8 +57,12 @@ def test_small_experiment_through_sbatch_equals_the_local_run(cluster: Path, sma
     local_rules = {"aggregate", "report__results", "all"}
     remote = [r for r in re.findall(r"^rule (\S+):", log, re.M) if r not in local_rules]
     assert remote and len(slurm_ids) == len(remote), (len(slurm_ids), len(remote), log[-3000:])
-    allocated = set(re.findall(r"Allocate JobId=(\d+)", (cluster / "slurmctld.log").read_text()))
-    assert slurm_ids <= allocated  # the controller scheduled every job the executor submitted
+    ctld = (cluster / "slurmctld.log").read_text()
+    # the controller started each job (the main scheduler logs "Allocate JobId=N", the backfill
+    # scheduler "Started JobId=N") and saw it finish with exit status 0
+    started = set(re.findall(r"(?:Allocate|Started) JobId=(\d+)", ctld))
+    succeeded = set(re.findall(r"_job_complete: JobId=(\d+) WEXITSTATUS 0", ctld))
+    assert slurm_ids <= started and slurm_ids <= succeeded, (slurm_ids - started, slurm_ids - succeeded)
     a, b = pd.read_csv(ws / "results" / "metrics.csv"), pd.read_csv(small_run / "results" / "metrics.csv")
     cols = [c for c in a.columns if c not in TIMING]
     pd.testing.assert_frame_equal(a[cols], b[cols])
