@@ -19,9 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from preempt import config, dag
-from preempt.workspace import make, run, tiny_params, write_params
-
-TIMING = ["sec_per_image", "attack_sec_per_image"]
+from preempt.workspace import TIMING, make, run, tiny_params, write_params
 
 
 def params(n: int, k: int, batch: int) -> dict:

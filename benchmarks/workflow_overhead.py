@@ -9,7 +9,6 @@ parameter of one defense (must equal that defense's stages plus aggregate and re
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import statistics
 import tempfile
@@ -20,7 +19,7 @@ import yaml
 
 from _common import ROOT
 from preempt import config, dag
-from preempt.workspace import make, run, small_params
+from preempt.workspace import jobs_planned, make, run, small_params
 
 
 def timed(cmd: list[str], cwd: Path, repeat: int = 3) -> float:
@@ -33,11 +32,7 @@ def timed(cmd: list[str], cwd: Path, repeat: int = 3) -> float:
 
 
 def planned(cwd: Path) -> dict[str, int]:
-    out = run(["snakemake", "-n", "--cores", "2"], cwd).stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+(\d+)\s*$", table, re.M) if m.group(1) != "all"}
+    return {rule: n for rule, n in jobs_planned(cwd).items() if rule != "all"}
 
 
 def main() -> None:

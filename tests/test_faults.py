@@ -21,10 +21,9 @@ import pytest
 import torch
 
 from preempt import artifacts
-from preempt.workspace import make, run, small_params
+from preempt.workspace import TIMING, make, run, small_params
 
 pytestmark = pytest.mark.pipeline
-TIMING = ["sec_per_image", "attack_sec_per_image"]
 
 
 def metrics(ws: Path) -> pd.DataFrame:

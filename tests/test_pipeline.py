@@ -18,23 +18,13 @@ import pytest
 import yaml
 
 from preempt import workspace
-from preempt.workspace import run, tiny_params
+from preempt.workspace import TIMING, jobs_planned, run, tiny_params
 
 pytestmark = pytest.mark.pipeline
-TIMING = ["sec_per_image", "attack_sec_per_image"]
 
 
 def make_workspace(dest: Path, params: dict, dag: bool = True) -> Path:
     return workspace.make(dest, params, dag=dag)
-
-
-def jobs_planned(cwd: Path) -> dict[str, int]:
-    """Rule -> count from `snakemake -n` (empty when there is nothing to do)."""
-    out = run(["snakemake", "-n", "--cores", "2"], cwd).stdout
-    if "Nothing to be done" in out:
-        return {}
-    table = out.split("Job stats:")[1].split("total")[0]
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+(\d+)\s*$", table, re.M)}
 
 
 def dvc_clean(cwd: Path) -> bool:

@@ -23,10 +23,9 @@ import pytest
 
 from conftest import ROOT
 from preempt.config import RESOURCE_DEFAULTS
-from preempt.workspace import make, run, small_params
+from preempt.workspace import TIMING, make, run, small_params
 
 pytestmark = pytest.mark.pipeline
-TIMING = ["sec_per_image", "attack_sec_per_image"]
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
 
 

@@ -6,6 +6,7 @@ that the pipeline tests, fault tests and ``--quick`` benchmarks run.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
+TIMING = ["sec_per_image", "attack_sec_per_image"]  # the metrics columns that differ between identical runs
 
 
 def run(cmd: list[str], cwd: Path, ok: bool = True, timeout: float = 1800,
@@ -39,6 +41,15 @@ def make(dest: Path, params: dict[str, Any], dag: bool = True, root: Path = ROOT
     if dag:
         run(["python", "-m", "preempt", "dag", "--write"], dest)  # the documented step before `dvc repro`
     return dest
+
+
+def jobs_planned(cwd: Path) -> dict[str, int]:
+    """Rule -> job count that `snakemake -n` plans (empty when there is nothing to do)."""
+    out = run(["snakemake", "-n", "--cores", "2"], cwd).stdout
+    if "Nothing to be done" in out:
+        return {}
+    table = out.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+(\d+)\s*$", table, re.M)}
 
 
 def write_params(dest: Path, params: dict[str, Any]) -> None:
