@@ -8,6 +8,7 @@ Benchmarks measure and print; the figure each one is about is its last line.
 from __future__ import annotations
 
 import os
+import sys
 import statistics
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from preempt.models import ARCHS, Normalized
 
 os.environ.setdefault("PREEMPT_PROGRESS", "0")  # no progress bars between the figures
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # tests/workspace.py: scratch project copies (shared with the tests)
 SHARED = Path(os.environ.get("PREEMPT_SHARED", ROOT.parent / "shared"))
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

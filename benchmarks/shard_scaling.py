@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from preempt import config, dag
-from preempt.workspace import TIMING, make, run, tiny_params, write_params
+import _common  # noqa: F401  (puts tests/ on sys.path for workspace)
+from preempt import config, paths
+from workspace import TIMING, make, run, tiny_params, write_params
 
 
 def params(n: int, k: int, batch: int) -> dict:
@@ -47,8 +48,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="preempt-shards-") as tmp:
         ws = make(Path(tmp), params(a.n, 1, batch))
         p = config.load(ws / "params.yaml")
-        run(["snakemake", "--cores", "2", *(dag.model_path(m) for m in p.models)], ws)
-        cells = [dag.cell_path(*c) for c in p.grid.cells()]
+        run(["snakemake", "--cores", "2", *(paths.model_path(m) for m in p.models)], ws)
+        cells = [paths.cell_path(*c) for c in p.grid.cells()]
         times, frames = {}, {}
         for k, cores in ((1, 1), (a.k, a.k)):
             for d in ("re", "shards", "inputs", "adv", "cells"):

@@ -18,8 +18,8 @@ from pathlib import Path
 import yaml
 
 from _common import ROOT
-from preempt import config, dag
-from preempt.workspace import jobs_planned, make, run, small_params
+from preempt import config, dag, paths
+from workspace import jobs_planned, make, run, small_params
 
 
 def timed(cmd: list[str], cwd: Path, repeat: int = 3) -> float:

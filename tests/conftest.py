@@ -45,9 +45,9 @@ def params():
 
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> Path:
-    """``preempt.workspace.small_params`` run once by ``snakemake --cores 2``: the uninterrupted,
+    """``workspace.small_params`` (tests/workspace.py) run once by ``snakemake --cores 2``: the uninterrupted,
     unsharded, local reference that the fault, sharding and SLURM tests compare with."""
-    from preempt.workspace import make, run, small_params
+    from workspace import make, run, small_params
 
     ws = make(tmp_path_factory.mktemp("small"), small_params())
     run(["snakemake", "--cores", "2"], ws)

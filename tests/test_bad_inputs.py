@@ -132,7 +132,7 @@ CASES: list[tuple[str, Any, Any, list[str], list[str]]] = [
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
     """A scratch project with the shipped params and the data stage's outputs."""
-    from preempt.workspace import make
+    from workspace import make
 
     ws = make(tmp_path_factory.mktemp("bad"), BASE)
     cwd = Path.cwd()

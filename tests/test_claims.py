@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from preempt import claims, config, dag, plots
+from preempt import claims, config, dag, paths, plots
+from preempt.stages.aggregate import describe
 from preempt.errors import ConfigError
 
 
@@ -18,7 +19,7 @@ def cells(**over) -> pd.DataFrame:
 
 
 def test_published_numbers_are_matched_on_what_ran_and_differenced() -> None:
-    published = claims.load_published(ROOT / dag.PUBLISHED_CSV)
+    published = claims.load_published(ROOT / paths.PUBLISHED_CSV)
     m = pd.concat([cells(), cells(attack="pgd", attack_ref="pgd-ce/Linf/0.0314/20", robust_acc=1.0),
                    cells(victim="v2", victim_ref="Peng2023Robust")])
     out = claims.compare(m, published)
@@ -30,7 +31,7 @@ def test_published_numbers_are_matched_on_what_ran_and_differenced() -> None:
 
 
 def test_seconds_per_image_match_on_the_defense_alone() -> None:
-    published = claims.load_published(ROOT / dag.PUBLISHED_CSV)
+    published = claims.load_published(ROOT / paths.PUBLISHED_CSV)
     ref = "mcgs/F1B1/N20/eta1/eps0.0314"
     m = pd.concat([cells(defense="mspd", defense_ref=ref, sec_per_image=0.03),
                    cells(defense="mspd", defense_ref=ref, sec_per_image=0.05, victim="v2")])
@@ -42,16 +43,16 @@ def test_seconds_per_image_match_on_the_defense_alone() -> None:
 def test_the_refs_of_the_cifar10_experiment_hit_published_rows() -> None:
     """config/cifar10.yaml's undefended AutoAttack cells and MSPD timing are in published.csv."""
     p = config.load(ROOT / "config" / "cifar10.yaml")
-    published = claims.load_published(ROOT / dag.PUBLISHED_CSV)
-    victims = {claims.describe(p, "none", v, "autoattack")["victim_ref"] for v in p.grid.victims}
+    published = claims.load_published(ROOT / paths.PUBLISHED_CSV)
+    victims = {describe(p, "none", v, "autoattack")["victim_ref"] for v in p.grid.victims}
     assert {r for r in published["victim_ref"].dropna() if published.loc[published["victim_ref"] == r, "dataset"].iloc[0] == "cifar10"} <= victims
-    assert claims.defense_ref(p.defenses["mspd"]) in set(published["defense_ref"])
+    assert p.defenses["mspd"].ref() in set(published["defense_ref"])
 
 
 def test_published_victims_exist_in_the_robustbench_zoo() -> None:
-    from preempt.models.zoo import zoo_entries
+    from preempt.models.robustbench import zoo_entries
 
-    published = claims.load_published(ROOT / dag.PUBLISHED_CSV)
+    published = claims.load_published(ROOT / paths.PUBLISHED_CSV)
     for _, row in published.dropna(subset=["victim_ref"]).iterrows():
         assert row["victim_ref"] in zoo_entries(row["dataset"], "Linf"), row["victim_ref"]
 

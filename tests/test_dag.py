@@ -9,11 +9,12 @@ import time
 import yaml
 
 from conftest import ROOT
-from preempt import dag
+from preempt import dag, dvcfile, paths, snapshots
+from preempt.runtime import shard_range
 
 
 def test_committed_dvc_yaml_is_fresh(params) -> None:
-    assert (ROOT / "dvc.yaml").read_text() == dag.dvc_yaml(dag.build(params)), \
+    assert (ROOT / "dvc.yaml").read_text() == dvcfile.dvc_yaml(dag.build(params)), \
         "dvc.yaml is stale: run `python -m preempt dag --write`"
 
 
@@ -46,7 +47,7 @@ def test_grid_cells_and_their_params(params) -> None:
 
 def test_dvc_yaml_declares_same_commands_paths_and_params(params) -> None:
     stages = dag.build(params)
-    doc = yaml.safe_load(dag.dvc_yaml(stages))["stages"]
+    doc = yaml.safe_load(dvcfile.dvc_yaml(stages))["stages"]
     for st in stages:
         entry = doc[st.name]
         assert entry["cmd"] == st.cmd
@@ -55,25 +56,33 @@ def test_dvc_yaml_declares_same_commands_paths_and_params(params) -> None:
         assert entry["params"] == list(st.params)
 
 
-def test_snapshots_are_dated_to_the_params_edit(tmp_path, params, monkeypatch) -> None:
+def test_snapshots_are_dated_by_what_dvc_lock_recorded(tmp_path, monkeypatch) -> None:
+    """A stage's snapshot is old (epoch) while its params equal dvc.lock's record, new otherwise,
+    so an edit plans the stage and an edit reverted before anything ran plans nothing."""
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "params.yaml").write_text("x: 1\n")
-    edit_time = time.time() - 100
-    os.utime("params.yaml", (edit_time, edit_time))
-    st = dag.Stage("defend", ("mcgs",), (), ("defenses.mcgs",), ("out",))
-    raw = {"defenses": {"mcgs": {"n_samples": 20}}}
-    dag.snapshot_params([st], raw)
-    snap = tmp_path / dag.snapshot_path("defenses.mcgs")
-    assert json.loads(snap.read_text()) == {"n_samples": 20}
-    assert abs(snap.stat().st_mtime - edit_time) < 1
-    # unchanged value: file untouched even if params.yaml is touched again
-    os.utime("params.yaml", None)
-    dag.snapshot_params([st], raw)
-    assert abs(snap.stat().st_mtime - edit_time) < 1
-    # changed value: rewritten, dated to params.yaml's (new) mtime
-    raw["defenses"]["mcgs"]["n_samples"] = 10
-    dag.snapshot_params([st], raw)
-    assert abs(snap.stat().st_mtime - os.stat("params.yaml").st_mtime) < 1
+    st = dag.Stage("defend", ("mcgs",), (), ("defenses.mcgs", "runtime"), ("out",))
+    other = dag.Stage("defend", ("none",), (), ("defenses.none",), ("out2",))
+    (tmp_path / "params.yaml").write_text("defenses:\n  mcgs: {n_samples: 20, lr: 1e-3}\n  none: {method: none}\n"
+                                          "runtime: {batch_size: 8}\n")
+    snap = tmp_path / snapshots.snapshot_path(st)
+    snapshots.write([st, other])  # no dvc.lock yet: never run, so newer than any output
+    assert json.loads(snap.read_text()) == {"defenses.mcgs": {"n_samples": 20, "lr": 0.001}, "runtime": {"batch_size": 8}}
+    assert snap.stat().st_mtime > time.time() - 60
+    (tmp_path / "dvc.lock").write_text(  # what DVC writes after running both stages (YAML 1.2 floats)
+        "schema: '2.0'\nstages:\n  defend-mcgs:\n    params:\n      params.yaml:\n        defenses.mcgs:\n"
+        "          lr: 0.001\n          n_samples: 20\n        runtime:\n          batch_size: 8\n"
+        "  defend-none:\n    params:\n      params.yaml:\n        defenses.none:\n          method: none\n")
+    snapshots.write([st, other])
+    assert snap.stat().st_mtime == snapshots.BUILT
+    # an edit: new value, dated now; the untouched stage stays old
+    (tmp_path / "params.yaml").write_text((tmp_path / "params.yaml").read_text().replace("n_samples: 20", "n_samples: 10"))
+    snapshots.write([st, other])
+    assert snap.stat().st_mtime > time.time() - 60 and json.loads(snap.read_text())["defenses.mcgs"]["n_samples"] == 10
+    assert (tmp_path / snapshots.snapshot_path(other)).stat().st_mtime == snapshots.BUILT
+    # reverted before anything ran: the lock's values again, so old again
+    (tmp_path / "params.yaml").write_text((tmp_path / "params.yaml").read_text().replace("n_samples: 10", "n_samples: 20"))
+    snapshots.write([st, other])
+    assert snap.stat().st_mtime == snapshots.BUILT
 
 
 def test_stale_dvc_yaml_is_refused(tmp_path, params, monkeypatch) -> None:
@@ -83,11 +92,11 @@ def test_stale_dvc_yaml_is_refused(tmp_path, params, monkeypatch) -> None:
 
     monkeypatch.chdir(tmp_path)
     stages = dag.build(params)
-    (tmp_path / "dvc.yaml").write_text(dag.dvc_yaml(stages))
-    dag.check_fresh(stages)
-    (tmp_path / "dvc.yaml").write_text(dag.dvc_yaml(stages[:-1]))
+    (tmp_path / "dvc.yaml").write_text(dvcfile.dvc_yaml(stages))
+    dvcfile.check_fresh(stages)
+    (tmp_path / "dvc.yaml").write_text(dvcfile.dvc_yaml(stages[:-1]))
     with pytest.raises(PreemptError, match="out of date"):
-        dag.check_fresh(stages)
+        dvcfile.check_fresh(stages)
 
 
 def test_models_built_from_models_depend_on_them(params) -> None:
@@ -95,14 +104,14 @@ def test_models_built_from_models_depend_on_them(params) -> None:
     stages = {s.name: s for s in dag.build(params)}
     order = list(stages)
     jatp = stages["model-victim_jatp"]
-    assert dag.model_path("victim_resnet_at") in jatp.deps
+    assert paths.model_path("victim_resnet_at") in jatp.deps
     assert order.index("model-victim_resnet_at") < order.index("model-victim_jatp")
     reuse = stages["model-victim_jatp_mlp"]  # cross-model transfer of one trained denoiser
-    assert {dag.model_path("victim_jatp"), dag.model_path("victim_mlp_at")} <= set(reuse.deps)
+    assert {paths.model_path("victim_jatp"), paths.model_path("victim_mlp_at")} <= set(reuse.deps)
     transfer = stages["attack-none-none-victim_trigger-mifgsm"]
-    assert {dag.model_path("classifier"), dag.model_path("surrogate")} <= set(transfer.deps)
+    assert {paths.model_path("classifier"), paths.model_path("surrogate")} <= set(transfer.deps)
     informed = stages["attack-none-none-victim_trigger-mifgsm_informed"]
-    assert dag.model_path("surrogate_trigger") in informed.deps
+    assert paths.model_path("surrogate_trigger") in informed.deps
 
 
 def test_grid_tables_label_each_cell(params) -> None:
@@ -118,7 +127,7 @@ def test_shard_ranges_tile_the_images_in_whole_batches() -> None:
 
     @given(st.integers(0, 2000), st.integers(1, 300), st.integers(1, 40))
     def check(n: int, bs: int, k: int) -> None:
-        ranges = [dag.shard_range(n, bs, (i, k)) for i in range(1, k + 1)]
+        ranges = [shard_range(n, bs, (i, k)) for i in range(1, k + 1)]
         assert ranges[0][0] == 0 and ranges[-1][1] == n
         for (lo, hi), (lo2, _) in zip(ranges, ranges[1:]):
             assert lo <= hi == lo2
@@ -127,7 +136,7 @@ def test_shard_ranges_tile_the_images_in_whole_batches() -> None:
         assert max(sizes) - min(sizes) <= 1  # batches spread as evenly as possible
 
     check()
-    assert dag.shard_range(40, 10, None) == (0, 40)
+    assert shard_range(40, 10, None) == (0, 40)
 
 
 def test_sharded_stages_and_their_gathers(params) -> None:
@@ -141,10 +150,10 @@ def test_sharded_stages_and_their_gathers(params) -> None:
     assert d.outs[0] == "results/shards/re/mcgs/2of3.pt"
     g = by_name["gather-re-mcgs"]
     assert {f"results/shards/re/mcgs/{i}of3.pt" for i in (1, 2, 3)} <= set(g.deps)
-    assert g.outs[0] == dag.re_path("mcgs")
+    assert g.outs[0] == paths.re_path("mcgs")
     cell = ("mcgs", "none", "victim_mlp", "autoattack")
     scored = by_name["gather-adv-" + "-".join(cell)]
-    assert dag.cell_path(*cell) in scored.outs and f"attacks.{cell[3]}" in scored.params
+    assert paths.cell_path(*cell) in scored.outs and f"attacks.{cell[3]}" in scored.params
     assert not any(s.family == "attack" and s.shard is None for s in stages)
     assert len([s for s in stages if s.family == "attack"]) == 2 * len(params.grid.cells())
     test_every_artifact_dep_is_made_by_an_earlier_stage(config.parse(raw))

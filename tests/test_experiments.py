@@ -1,5 +1,6 @@
-"""The experiment files in config/: valid, activatable, and they dry-run through Snakemake's SLURM
-profile with the resources their stages need."""
+"""The experiment files in config/: valid, activatable, and they dry-run through the user's SLURM
+profile (``snakemake --profile slurm``, installed as ./setup.sh installs it) with the resources their
+stages need."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import yaml
 
 from conftest import ROOT
 from test_pipeline import make_workspace, run
+from workspace import slurm_profile
 
 EXPERIMENTS = ["cifar10", "imagenet", "cifar10-cpu"]
 
@@ -31,8 +33,9 @@ def job_resources(out: str) -> dict[str, str]:
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_experiment_dry_runs_on_the_slurm_profile(name: str, tmp_path: Path) -> None:
     raw = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
-    ws = make_workspace(tmp_path, raw, dag=False)
-    out = run(["snakemake", "-n", "--profile", "workflow/profiles/slurm"], ws).stdout
+    ws = make_workspace(tmp_path / "ws", raw, dag=False) if (tmp_path / "ws").mkdir() is None else tmp_path
+    env = slurm_profile(tmp_path / "home-config", **{"default-resources": {"slurm_partition": "gpu"}})
+    out = run(["snakemake", "-n", "--profile", "slurm"], ws, env=env).stdout
     assert "This was a dry-run" in out
     res = job_resources(out)
     attack = next(v for k, v in res.items() if k.startswith("attack__"))
@@ -43,7 +46,7 @@ def test_experiment_dry_runs_on_the_slurm_profile(name: str, tmp_path: Path) -> 
     from preempt import config
 
     assert cells == len(config.load(ws / "params.yaml").grid.cells())
-    cpu = run(["snakemake", "-n", "--profile", "workflow/profiles/slurm", "--config", "gpus=0"], ws).stdout
+    cpu = run(["snakemake", "-n", "--profile", "slurm", "--config", "gpus=0"], ws, env=env).stdout
     assert "gpu=" not in cpu
 
 

@@ -1,4 +1,4 @@
-"""Faults and reruns, on the small experiment (``preempt.workspace.small_params``):
+"""Faults and reruns, on the small experiment (``workspace.small_params`` (tests/workspace.py)):
 
 - kill -9 of the whole run (Snakemake, DVC and the stage: a node crash) in the middle of model
   training, RE generation and an attack: no partial file is left where a result belongs, and the
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from preempt import artifacts
-from preempt.workspace import TIMING, make, run, small_params
+from workspace import TIMING, make, run, small_params
 
 pytestmark = pytest.mark.pipeline
 

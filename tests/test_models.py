@@ -11,7 +11,8 @@ from preempt.data import DATASETS
 from preempt.models import ARCHS, Normalized
 from preempt.models.recipes import RECIPES
 from preempt.metrics import accuracy, predict
-from preempt.models.train import ImageSpec, TrainConfig, fit
+from preempt.models import ImageSpec
+from preempt.models.train import TrainConfig, fit
 from preempt.runtime import generator
 
 AKAMASTER = Path(__file__).resolve().parents[2] / "shared" / "weights" / "akamaster-resnet-cifar10"

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from preempt import workspace
-from preempt.workspace import TIMING, jobs_planned, run, tiny_params
+import workspace
+from workspace import TIMING, jobs_planned, run, tiny_params
 
 pytestmark = pytest.mark.pipeline
 

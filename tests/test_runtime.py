@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from preempt.config import RuntimeConfig
+from preempt.runtime import RuntimeConfig
 from preempt.runtime import Accelerated, accelerate, batch_generator
 
 

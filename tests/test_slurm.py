@@ -23,7 +23,7 @@ import pytest
 
 from conftest import ROOT
 from preempt.config import RESOURCE_DEFAULTS
-from preempt.workspace import TIMING, make, run, small_params
+from workspace import TIMING, make, run, small_params
 
 pytestmark = pytest.mark.pipeline
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"

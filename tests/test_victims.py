@@ -13,7 +13,8 @@ from preempt.attacks.pgd import pgd
 from preempt.data import DATASETS
 from preempt.metrics import accuracy, predict
 from preempt.models import frozen
-from preempt.models.train import ImageSpec, TrainConfig, fit
+from preempt.models import ImageSpec
+from preempt.models.train import TrainConfig, fit
 from preempt.models.wrappers import Preprocessed, Transform, bpda, transform_entry
 
 

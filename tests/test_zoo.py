@@ -12,19 +12,24 @@ import torch
 from conftest import ROOT
 from preempt import artifacts, config
 from preempt.errors import ConfigError, PreemptError
+from preempt.models import Env, ImageSpec
 
 AKAMASTER = ROOT.parent / "shared" / "weights" / "akamaster-resnet-cifar10"
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10"
 R20_SHA = "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8"
 
 
-def write_test_split(root: Path, x: torch.Tensor, y: torch.Tensor) -> None:
-    """A data-stage artifact (what model stages read) in a scratch workspace."""
+def env_of(x: torch.Tensor, y: torch.Tensor) -> Env:
+    """What the model stage hands a source, for CIFAR-10 images ``x``, labels ``y`` (no other models)."""
     from preempt.data.cifar10 import CLASSES, MEAN, STD
 
-    for split in ("train", "test"):
-        artifacts.save(root / "results" / "data" / f"{split}.pt", {"x": x, "y": y}, {
-            "image_shape": list(x.shape[1:]), "classes": list(CLASSES), "mean": list(MEAN), "std": list(STD)})
+    spec = ImageSpec((3, 32, 32), len(CLASSES), MEAN, STD)
+
+    def no_model(name: str) -> torch.nn.Module:
+        raise AssertionError(f"this source must not read model {name}")
+
+    return Env(spec=spec, device=torch.device("cpu"), configs={}, data=lambda split: (x, y), model=no_model,
+               stored=no_model)
 
 
 def test_robustbench_imports_through_the_documented_alias() -> None:
@@ -43,7 +48,7 @@ def test_robustbench_imports_through_the_documented_alias() -> None:
 def zoo_dir(tmp_path: Path) -> Path:
     """A model_dir holding randomly initialised weights of a real zoo architecture (Wong2020Fast,
     PreActResNet-18), in RobustBench's own layout."""
-    from preempt.models.zoo import zoo_entries
+    from preempt.models.robustbench import zoo_entries
 
     torch.manual_seed(0)
     net = zoo_entries("cifar10", "Linf")["Wong2020Fast"]["model"]()
@@ -53,28 +58,28 @@ def zoo_dir(tmp_path: Path) -> Path:
 
 
 def test_robustbench_source_loads_offline_and_pins_the_file(zoo_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    from preempt.models.zoo import RobustBenchConfig, RobustBenchSource
+    from preempt.models.robustbench import RobustBenchConfig, RobustBenchSource
 
     monkeypatch.chdir(tmp_path)
     x, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 10
-    write_test_split(tmp_path, x, y)
+    env = env_of(x, y)
     cfg = RobustBenchConfig(name="Wong2020Fast", model_dir=str(zoo_dir))
-    info = RobustBenchSource.materialize("victim", cfg, None, "results/models/victim.pt", torch.device("cpu"))
+    info = RobustBenchSource().materialize("victim", cfg, env, "results/models/victim.pt")
     assert 0 <= info["clean_acc"] <= 100
     meta = artifacts.load_meta("results/models/victim.pt")
     assert meta["zoo_name"] == "Wong2020Fast" and len(meta["weight_files"]) == 1
-    model = RobustBenchSource.load("victim", cfg, None, "results/models/victim.pt")
+    model = RobustBenchSource().load("victim", cfg, env, "results/models/victim.pt")
     ref = torch.load(zoo_dir / "cifar10" / "Linf" / "Wong2020Fast.pt", weights_only=True)
     assert torch.equal(model.state_dict()["conv1.weight"], ref["conv1.weight"])  # the file's weights
     assert model(x).shape == (8, 10)
     # a weight file swapped after the model stage is refused
     torch.save({k: v + 1 for k, v in ref.items()}, zoo_dir / "cifar10" / "Linf" / "Wong2020Fast.pt")
     with pytest.raises(PreemptError, match="changed since the model stage"):
-        RobustBenchSource.load("victim", cfg, None, "results/models/victim.pt")
+        RobustBenchSource().load("victim", cfg, env, "results/models/victim.pt")
 
 
 def test_missing_zoo_weights_fail_before_compute_naming_the_path(tmp_path: Path) -> None:
-    from preempt.models.zoo import RobustBenchConfig, check_present
+    from preempt.models.robustbench import RobustBenchConfig, check_present
 
     cfg = RobustBenchConfig(name="Wong2020Fast", model_dir=str(tmp_path))
     with pytest.raises(PreemptError) as err:
@@ -84,7 +89,7 @@ def test_missing_zoo_weights_fail_before_compute_naming_the_path(tmp_path: Path)
 
 
 def test_zoo_checkpoint_with_pickled_objects_is_refused(tmp_path: Path) -> None:
-    from preempt.models.zoo import RobustBenchConfig, _load
+    from preempt.models.robustbench import RobustBenchConfig, _load
 
     (tmp_path / "cifar10" / "Linf").mkdir(parents=True)
     torch.save({"state_dict": {}, "evil": Path("/")}, tmp_path / "cifar10" / "Linf" / "Wong2020Fast.pt")
@@ -93,7 +98,7 @@ def test_zoo_checkpoint_with_pickled_objects_is_refused(tmp_path: Path) -> None:
 
 
 def test_weight_locations_follow_robustbench(tmp_path: Path) -> None:
-    from preempt.models.zoo import RobustBenchConfig, weight_files
+    from preempt.models.robustbench import RobustBenchConfig, weight_files
 
     ens = weight_files(RobustBenchConfig(name="Chen2020Adversarial", model_dir=str(tmp_path)))
     assert [p.name for p in ens] == [f"Chen2020Adversarial.pt_m{i}.pt" for i in range(3)]
@@ -117,10 +122,9 @@ def test_file_source_loads_a_real_checkpoint_and_measures_it(tmp_path: Path, mon
 
     test = cifar10(Cifar10Config(source="npz", root=str(CIFAR)), "test")
     monkeypatch.chdir(tmp_path)
-    write_test_split(tmp_path, test.x[:500], test.y[:500])
     cfg = FileConfig(path=str(AKAMASTER / "akamaster_resnet20-12fca82f.th"), sha256=R20_SHA, arch="resnet20",
                      mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-    info = FileSource.materialize("r20", cfg, None, "results/models/r20.pt", torch.device("cpu"))
+    info = FileSource().materialize("r20", cfg, env_of(test.x[:500], test.y[:500]), "results/models/r20.pt")
     assert info["clean_acc"] > 85.0  # the README's check: about 91% on the first test images
 
 
@@ -159,7 +163,7 @@ def test_prefetch_check_names_the_missing_weight(tmp_path: Path) -> None:
 
 def test_an_imagenet_zoo_model_of_config_imagenet_loads_offline(tmp_path: Path) -> None:
     """MSPD's ImageNet backbone (ViT-S + ConvStem): random weights, RobustBench's loader, a forward."""
-    from preempt.models.zoo import RobustBenchConfig, _load, weight_files, zoo_entries
+    from preempt.models.robustbench import RobustBenchConfig, _load, weight_files, zoo_entries
 
     name = "Singh2023Revisiting_ViT-S-ConvStem"
     cfg = RobustBenchConfig(name=name, dataset="imagenet", model_dir=str(tmp_path))

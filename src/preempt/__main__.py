@@ -1,12 +1,19 @@
-"""``python -m preempt <stage> [key...]``: run one stage; plus ``dag`` and ``validate`` tools."""
+"""``python -m preempt <stage> [key...]``: run one stage; plus the ``dag``, ``validate``, ``list``,
+``prefetch``, ``use`` and ``slurm-profile`` tools."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
+from . import catalog, config, dag, dvcfile, prefetch, slurm
+from .artifacts import write_text
 from .errors import PreemptError
+from .paths import DVC_YAML, PARAMS_FILE
+from .runtime import setup_logging
+from .stages import context
 
 STAGE_ARGS = {
     "data": [],
@@ -33,7 +40,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m preempt", description=__doc__)
-    ap.add_argument("--params", default="params.yaml", help="experiment file (default: params.yaml)")
+    ap.add_argument("--params", default=PARAMS_FILE, help="experiment file (default: params.yaml)")
     sub = ap.add_subparsers(dest="command", required=True)
     for stage, names in STAGE_ARGS.items():
         sp = sub.add_parser(stage, help=f"run the {stage} stage")
@@ -46,63 +53,68 @@ def _parser() -> argparse.ArgumentParser:
     dp.add_argument("--write", action="store_true", help="write dvc.yaml if it changed")
     dp.add_argument("--check", action="store_true", help="fail if dvc.yaml is stale")
     sub.add_parser("validate", help="validate params.yaml and exit")
+    sub.add_parser("list", help="every name params.yaml can use, with its file and what it is")
     pf = sub.add_parser("prefetch", help="download datasets and zoo weights (run where there is internet)")
     pf.add_argument("--check", action="store_true", help="download nothing; fail if anything is missing")
     up = sub.add_parser("use", help="make an experiment file (e.g. config/cifar10.yaml) the active params.yaml")
     up.add_argument("experiment")
+    sub.add_parser("slurm-profile", help="install the SLURM profile as your Snakemake profile 'slurm' "
+                                         "(never overwrites one); ./setup.sh runs it")
     return ap
+
+
+def _stage(args: argparse.Namespace) -> None:
+    ctx = context(args.params)
+    mod = importlib.import_module(f"preempt.stages.{args.command}")
+    values = [v for n in STAGE_ARGS[args.command] for v in
+              (getattr(args, n) if n == "names" else [getattr(args, n)])]
+    if args.command in SHARDED:
+        mod.run(ctx, *values, shard=args.shard)
+    else:
+        mod.run(ctx, *values)
+
+
+def _dag(args: argparse.Namespace) -> None:
+    stages = dag.build(config.load(args.params))
+    if args.check:
+        dvcfile.check_fresh(stages)
+    elif args.write:
+        changed = dvcfile.write_if_changed(DVC_YAML, dvcfile.dvc_yaml(stages))
+        print(f"{DVC_YAML}: {'updated' if changed else 'up to date'} ({len(stages)} stages)")
+    else:
+        sys.stdout.write(dvcfile.dvc_yaml(stages))
+
+
+def _validate(args: argparse.Namespace) -> None:
+    g = config.load(args.params).grid
+    print(f"{args.params}: valid ({len(g.names('defenses'))} defenses, {len(g.names('reversions'))} reversions, "
+          f"{len(g.names('victims'))} victims, {len(g.names('attacks'))} attacks; {len(g.cells())} cells "
+          f"in {len(g.blocks())} table(s))")
+
+
+def _use(args: argparse.Namespace) -> None:
+    p = config.load(args.experiment)  # refuse an invalid experiment before touching params.yaml
+    text = Path(args.experiment).read_text()
+    write_text(PARAMS_FILE, f"# active experiment: copied from {args.experiment} by "
+               f"`python -m preempt use`; edit here for ablations\n{text}")
+    print(f"{PARAMS_FILE} <- {args.experiment} ({len(dag.build(p))} stages); "
+          "run `snakemake --cores N` (or `dvc repro`)")
+
+
+def _prefetch(args: argparse.Namespace) -> None:
+    setup_logging()
+    prefetch.run(config.load(args.params), check_only=args.check)
+
+
+COMMANDS = {"dag": _dag, "validate": _validate, "use": _use, "prefetch": _prefetch,
+            "list": lambda _: print(catalog.render(), end=""),
+            "slurm-profile": lambda _: print(slurm.install_profile())}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        if args.command in STAGE_ARGS:
-            from .stages import context
-
-            ctx = context(args.params)
-            mod = importlib.import_module(f"preempt.stages.{args.command}")
-            values = [v for n in STAGE_ARGS[args.command] for v in
-                      (getattr(args, n) if n == "names" else [getattr(args, n)])]
-            if args.command in SHARDED:
-                mod.run(ctx, *values, shard=args.shard)
-            else:
-                mod.run(ctx, *values)
-        elif args.command == "dag":
-            from . import config, dag
-
-            stages = dag.build(config.load(args.params))
-            if args.check:
-                dag.check_fresh(stages)
-            elif args.write:
-                changed = dag.write_if_changed(dag.DVC_YAML, dag.dvc_yaml(stages))
-                print(f"{dag.DVC_YAML}: {'updated' if changed else 'up to date'} ({len(stages)} stages)")
-            else:
-                sys.stdout.write(dag.dvc_yaml(stages))
-        elif args.command == "validate":
-            from . import config
-
-            p = config.load(args.params)
-            g = p.grid
-            print(f"{args.params}: valid ({len(g.names('defenses'))} defenses, {len(g.names('reversions'))} reversions, "
-                  f"{len(g.names('victims'))} victims, {len(g.names('attacks'))} attacks; {len(g.cells())} cells "
-                  f"in {len(g.blocks())} table(s))")
-        elif args.command == "prefetch":
-            from . import config, prefetch
-            from .runtime import setup_logging
-
-            setup_logging()
-            prefetch.run(config.load(args.params), check_only=args.check)
-        elif args.command == "use":
-            from . import config, dag
-            from .artifacts import write_text
-            from pathlib import Path
-
-            p = config.load(args.experiment)  # refuse an invalid experiment before touching params.yaml
-            text = Path(args.experiment).read_text()
-            write_text(dag.PARAMS_FILE, f"# active experiment: copied from {args.experiment} by "
-                       f"`python -m preempt use`; edit here for ablations\n{text}")
-            print(f"{dag.PARAMS_FILE} <- {args.experiment} ({len(dag.build(p))} stages); "
-                  "run `snakemake --cores N` (or `dvc repro`)")
+        (_stage if args.command in STAGE_ARGS else COMMANDS[args.command])(args)
     except PreemptError as err:
         print(f"preempt: error: {err}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
-"""Reproduced vs published: describe each grid cell by *what* it ran, and match published numbers.
+"""Reproduced vs published: match published numbers to grid cells by *what* ran.
 
 A cell's names (``mspd``, ``victim3``) are the experiment's own; published numbers are keyed by
-what was run instead, so the match does not depend on naming:
+what was run instead, so the match does not depend on naming. Each config describes itself
+(``ref()`` of defenses, attacks and models; the aggregate stage writes them into metrics.csv):
 
 - ``defense_ref``: ``none`` or ``mcgs/<schedule>/N<n>/eta<eta>/eps<eps>`` (eps to 4 decimals);
 - ``victim_ref``: the RobustBench zoo name, a checkpoint's file name, or ``train/<arch>/<recipe>``;
@@ -14,59 +15,18 @@ reference) under the same keys; ``compare`` joins them with the reproduced ``met
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from .config import Params
-from .dag import PUBLISHED_CSV
+from .errors import PreemptError
 
 KEYS = ["dataset", "defense_ref", "victim_ref", "attack_ref", "reversion"]
 
 
-def defense_ref(cfg: Any) -> str:
-    if cfg.method == "mcgs":
-        return f"mcgs/{cfg.schedule}/N{cfg.n_samples}/eta{cfg.eta:g}/eps{cfg.eps:.4f}"
-    return str(cfg.method)
-
-
-def victim_ref(cfg: Any, models: Any = None) -> str:
-    if cfg.source == "robustbench":
-        return str(cfg.name)
-    if cfg.source == "file":
-        return Path(cfg.path).name
-    if cfg.source == "train":
-        return f"train/{cfg.arch}/{cfg.recipe['method']}"
-    base = getattr(cfg, "model", None) or getattr(cfg, "target", None)  # wrappers: what they wrap
-    inner = f"({victim_ref(models[base], models)})" if base and models is not None else ""
-    kind = cfg.transform["method"] if cfg.source == "transform" else cfg.source
-    arch = getattr(cfg, "arch", None)
-    return f"{kind}{'/' + arch if arch else ''}{inner}"
-
-
-def attack_ref(cfg: Any) -> str:
-    if cfg.method == "autoattack":
-        ref = f"autoattack/{cfg.version}/{cfg.norm}/{cfg.eps:.4f}"
-    elif cfg.method == "pgd":
-        ref = f"pgd-{cfg.loss}/{cfg.norm}/{cfg.eps:.4f}/{cfg.steps}"
-    else:
-        ref = f"{cfg.method}/{cfg.norm}/{cfg.eps:.4f}"
-    if cfg.bpda:
-        ref = f"bpda+{ref}"
-    return f"transfer[{','.join(cfg.surrogates)}]/{ref}" if cfg.surrogates else ref
-
-
-def describe(p: Params, defense: str, victim: str, attack: str) -> dict[str, str]:
-    return {"defense_ref": defense_ref(p.defenses[defense]), "victim_ref": victim_ref(p.models[victim], p.models),
-            "attack_ref": attack_ref(p.attacks[attack])}
-
-
-def load_published(path: str | Path = PUBLISHED_CSV) -> pd.DataFrame:
+def load_published(path: str | Path) -> pd.DataFrame:
     df = pd.read_csv(path, comment="#", dtype={"value": float})
     missing = {*KEYS, "metric", "value", "source", "reference"} - set(df.columns)
     if missing:
-        from .errors import PreemptError
-
         raise PreemptError(f"{path}: missing columns {sorted(missing)}")
     return df
 

@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .attacks import ATTACKS, AttackConfig
+from .data import DATASETS, DatasetConfig
+from .defenses import DEFENSES, DefenseConfig
 from .errors import ConfigError
-from .registry import MethodConfig, Registry, closest, model_refs
+from .models import SOURCES, ModelConfig
+from .registry import MethodConfig, Registry, closest, model_refs, validate_model
+from .reversions import REVERSIONS, ReversionConfig
+from .runtime import RuntimeConfig
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 DEFAULT_PARAMS = "params.yaml"
 
 
 Cell = tuple[str, str, str, str]
-FIELDS = ("defenses", "reversions", "victims", "attacks")
 
 
 class GridBlock(MethodConfig):
@@ -88,19 +93,6 @@ class MetricsConfig(MethodConfig):
         if v % 2 == 0:
             raise ValueError(f"the SSIM Gaussian window must have an odd size; use {v - 1} or {v + 1}")
         return v
-
-
-class RuntimeConfig(MethodConfig):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    # torch intra-op threads per job: fixed so that results do not depend on the driver's
-    # parallelism (CPU reductions are bit-identical only for a fixed thread count).
-    num_threads: int = Field(1, ge=1)
-    batch_size: int = Field(256, ge=1)
-    # GPU speed-ups, off by default (see preempt.runtime.accelerate); each changes float results
-    # slightly, so they are stage params: switching one reruns the stages it affects.
-    amp: bool = Field(False, description="autocast forward passes to bfloat16/float16 (CUDA only)")
-    channels_last: bool = Field(False, description="NHWC memory format for conv models (CUDA only)")
-    compile: bool = Field(False, description="torch.compile the models a stage runs (CUDA only)")
 
 
 class ShardsConfig(MethodConfig):
@@ -168,11 +160,11 @@ class Params(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     raw: dict[str, Any]
-    dataset: MethodConfig
-    models: dict[str, MethodConfig]
-    defenses: dict[str, MethodConfig]
-    attacks: dict[str, MethodConfig]
-    reversions: dict[str, MethodConfig]
+    dataset: DatasetConfig
+    models: dict[str, ModelConfig]
+    defenses: dict[str, DefenseConfig]
+    attacks: dict[str, AttackConfig]
+    reversions: dict[str, ReversionConfig]
     grid: GridConfig
     metrics: MetricsConfig
     runtime: RuntimeConfig
@@ -186,44 +178,8 @@ SECTIONS = ("dataset", "models", "defenses", "attacks", "reversions", "grid", "m
 REQUIRED = ("dataset", "models", "defenses", "attacks", "grid")
 
 
-def _registries() -> dict[str, Registry[Any]]:
-    from .attacks import ATTACKS
-    from .data import DATASETS
-    from .defenses import DEFENSES
-    from .models import SOURCES
-    from .reversions import REVERSIONS
-
-    return {"dataset": DATASETS, "models": SOURCES, "defenses": DEFENSES,
-            "attacks": ATTACKS, "reversions": REVERSIONS}
-
-
-def _fmt_loc(prefix: str, loc: tuple[Any, ...]) -> str:
-    return ".".join([prefix, *(str(p) for p in loc)])
-
-
-def validate_model(cls: type[BaseModel], data: Any, where: str) -> Any:
-    """Validate ``data`` with ``cls``; turn the first pydantic error into one clear line."""
-    try:
-        return cls.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = err["loc"]
-        path = _fmt_loc(where, loc)
-        if err["type"] == "extra_forbidden":
-            owner: Any = cls
-            for part in loc[:-1]:  # walk nested models (and dicts/lists of them) to the level of the key
-                if get_origin(owner) in (dict, list):
-                    owner = get_args(owner)[-1]
-                    continue
-                fld = getattr(owner, "model_fields", {}).get(part)
-                owner = getattr(fld, "annotation", None) if fld else None
-            valid = list(getattr(owner, "model_fields", {}) or {})
-            raise ConfigError(f"{path}: unknown key; {closest(str(loc[-1]), valid)}") from None
-        if err["type"] == "missing":
-            raise ConfigError(f"{path}: required key is missing; add it") from None
-        got = err.get("input")
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {msg} (got {got!r})") from None
+REGISTRIES: dict[str, Registry[Any]] = {"dataset": DATASETS, "models": SOURCES, "defenses": DEFENSES,
+                                         "attacks": ATTACKS, "reversions": REVERSIONS}
 
 
 def _check_name(section: str, name: Any) -> None:
@@ -234,7 +190,7 @@ def _check_name(section: str, name: Any) -> None:
         )
 
 
-def _entry(section: str, name: str, data: Any, registry: Registry[Any]) -> MethodConfig:
+def _entry(section: str, name: str, data: Any, registry: Registry[Any]) -> Any:
     where = f"{section}.{name}" if name else section
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping with a '{registry.key}' key (got {data!r})")
@@ -246,7 +202,7 @@ def _entry(section: str, name: str, data: Any, registry: Registry[Any]) -> Metho
     return validate_model(registry[choice].config, data, where)
 
 
-def _check_acyclic(models: dict[str, MethodConfig]) -> None:
+def _check_acyclic(models: dict[str, ModelConfig]) -> None:
     """A model built from other models (a wrapper, a denoiser) must not end up depending on itself."""
     def walk(name: str, path: list[str]) -> None:
         if name in path:
@@ -269,9 +225,9 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
     for key in REQUIRED:
         if key not in raw:
             raise ConfigError(f"{source}: required section '{key}' is missing; add it")
-    regs = _registries()
+    regs = REGISTRIES
     dataset = _entry("dataset", "", raw["dataset"], regs["dataset"])
-    sections: dict[str, dict[str, MethodConfig]] = {}
+    sections: dict[str, dict[str, Any]] = {}  # each entry is validated by its registry's (base) class
     for section in ("models", "defenses", "attacks", "reversions"):
         entries = raw.get(section, {"none": {"method": "none"}} if section == "reversions" else None)
         if not isinstance(entries, dict) or not entries:

@@ -7,6 +7,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from .claims import compare
+
 
 def rows(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """The cells of one table of the grid ('main' or a ``grid.extra`` name)."""
@@ -86,8 +88,6 @@ def reversion_table(df: pd.DataFrame, attack: str | None = None) -> pd.DataFrame
 
 def published_table(df: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     """Reproduced vs published, side by side with the difference (see ``preempt.claims``)."""
-    from .claims import compare
-
     return compare(df, published)
 
 

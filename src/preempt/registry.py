@@ -12,13 +12,14 @@ import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Annotated, Any, Callable, Generic, TypeVar, get_args
+from typing import Annotated, Any, Callable, Generic, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ConfigError
 
-F = TypeVar("F", bound=Callable[..., Any])
+F = TypeVar("F")
+M = TypeVar("M", bound=BaseModel)
 
 
 class MethodConfig(BaseModel):
@@ -93,7 +94,9 @@ class Registry(Generic[F]):
         self._entries: dict[str, Entry[F]] = {}
         self._loaded = False
 
-    def register(self, name: str, config: type[MethodConfig]) -> Callable[[F], F]:
+    def register(self, name: str, config: type[MethodConfig] = MethodConfig) -> Callable[[F], F]:
+        """Decorator (or call on an object) adding ``name``; ``config`` validates its params.yaml entry
+        (the base ``MethodConfig`` accepts no keys: entries without parameters, e.g. architectures)."""
         def deco(fn: F) -> F:
             if name in self._entries:
                 raise RuntimeError(f"{self.kind} '{name}' registered twice")
@@ -126,3 +129,38 @@ class Registry(Generic[F]):
     def __contains__(self, name: str) -> bool:
         self._load()
         return name in self._entries
+
+    def entries(self) -> list[Entry[F]]:
+        """Every entry, sorted by name (``python -m preempt list`` prints them)."""
+        self._load()
+        return [self._entries[n] for n in sorted(self._entries)]
+
+
+def _fmt_loc(prefix: str, loc: tuple[Any, ...]) -> str:
+    return ".".join([prefix, *(str(p) for p in loc)])
+
+
+def validate_model(cls: type[M], data: Any, where: str) -> M:
+    """Validate ``data`` with ``cls``; turn the first pydantic error into one clear line that names
+    the key (``where`` is its place in params.yaml) and the fix."""
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = err["loc"]
+        path = _fmt_loc(where, loc)
+        if err["type"] == "extra_forbidden":
+            owner: Any = cls
+            for part in loc[:-1]:  # walk nested models (and dicts/lists of them) to the level of the key
+                if get_origin(owner) in (dict, list):
+                    owner = get_args(owner)[-1]
+                    continue
+                fld = getattr(owner, "model_fields", {}).get(part)
+                owner = getattr(fld, "annotation", None) if fld else None
+            valid = list(getattr(owner, "model_fields", {}) or {})
+            raise ConfigError(f"{path}: unknown key; {closest(str(loc[-1]), valid)}") from None
+        if err["type"] == "missing":
+            raise ConfigError(f"{path}: required key is missing; add it") from None
+        got = err.get("input")
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {msg} (got {got!r})") from None

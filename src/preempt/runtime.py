@@ -1,16 +1,51 @@
-"""Process-wide settings for a stage: device, threads, determinism, logging."""
+"""Process-wide settings for a stage: device, threads, determinism, batches and their RNGs, logging.
+
+``RuntimeConfig`` (params.yaml's ``runtime`` section) lives here, beside the code it configures.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import sys
+from collections.abc import Iterable, Iterator
+from typing import Literal, TypeVar
 
 import torch
+from pydantic import Field
+from tqdm.auto import tqdm
 
-from .config import RuntimeConfig
+from .errors import PreemptError
+from .paths import Shard
+from .registry import MethodConfig
 
 log = logging.getLogger("preempt")
+T = TypeVar("T")
+
+
+class RuntimeConfig(MethodConfig):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # torch intra-op threads per job: fixed so that results do not depend on the driver's
+    # parallelism (CPU reductions are bit-identical only for a fixed thread count).
+    num_threads: int = Field(1, ge=1)
+    batch_size: int = Field(256, ge=1)
+    # GPU speed-ups, off by default (see accelerate below); each changes float results
+    # slightly, so they are stage params: switching one reruns the stages it affects.
+    amp: bool = Field(False, description="autocast forward passes to bfloat16/float16 (CUDA only)")
+    channels_last: bool = Field(False, description="NHWC memory format for conv models (CUDA only)")
+    compile: bool = Field(False, description="torch.compile the models a stage runs (CUDA only)")
+
+
+def shard_range(n: int, batch_size: int, shard: Shard | None) -> tuple[int, int]:
+    """Images [lo, hi) of shard ``(i, k)`` (1-based i): whole batches, as even as possible, so a
+    sharded run draws exactly the batches (and per-batch seeds) of an unsharded one."""
+    if shard is None:
+        return 0, n
+    i, k = shard
+    n_batches = -(-n // batch_size)
+    lo_b, hi_b = (i - 1) * n_batches // k, i * n_batches // k
+    return min(n, lo_b * batch_size), min(n, hi_b * batch_size)
 
 
 def setup_logging() -> None:
@@ -26,8 +61,6 @@ def configure(rt: RuntimeConfig) -> torch.device:
     """Fix threads and determinism for this process and pick the device."""
     torch.set_num_threads(rt.num_threads)
     if rt.device == "cuda" and not torch.cuda.is_available():
-        from .errors import PreemptError
-
         raise PreemptError("runtime.device: 'cuda' requested but no GPU is visible; set runtime.device: auto or cpu")
     if rt.device == "cpu" or (rt.device == "auto" and not torch.cuda.is_available()):
         # CPU kernels are deterministic for a fixed thread count (bit-identical reruns are tested);
@@ -87,15 +120,11 @@ def generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
 def batch_generator(seed: int, start: int, device: torch.device | str = "cpu") -> torch.Generator:
     """The RNG of the batch that starts at image ``start``: a batch draws the same numbers however
     the images are split into shards or jobs (the seed mixes both with a 64-bit hash)."""
-    import hashlib
-
     digest = hashlib.sha256(f"{seed}:{start}".encode()).digest()
     return generator(int.from_bytes(digest[:8], "little") & (2**63 - 1), device)
 
 
-def progress(iterable, desc: str, total: int | None = None):  # type: ignore[no-untyped-def]
+def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
     """tqdm progress bar on stderr (quiet when PREEMPT_PROGRESS=0)."""
-    from tqdm.auto import tqdm
-
     disable = os.environ.get("PREEMPT_PROGRESS", "1") == "0"
     return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, file=sys.stderr)

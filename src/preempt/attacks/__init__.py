@@ -36,6 +36,20 @@ class AttackConfig(MethodConfig):
     surrogates: list[ModelName] = Field(default_factory=list)
     bpda: bool = False
     threat_eps: float | None = Field(None, gt=0, le=1)
+    n_ex: int | None = Field(None, ge=1, description="attack only the first n_ex images of the cell")
+
+    def core_ref(self) -> str:
+        """What the attack itself is (its method, norm, budget and the knobs that define it)."""
+        return f"{self.method}/{self.norm}/{self.eps:.4f}"
+
+    def ref(self) -> str:
+        """What ran, independently of the entry's name: e.g. ``autoattack/standard/Linf/0.0314``,
+        ``pgd-ce/Linf/0.0314/20``, ``transfer[surrogate]/mifgsm/Linf/0.1000`` (the key that
+        published numbers are matched on, see ``preempt.claims``)."""
+        ref = self.core_ref()
+        if self.bpda:
+            ref = f"bpda+{ref}"
+        return f"transfer[{','.join(self.surrogates)}]/{ref}" if self.surrogates else ref
 
 
 def _flat_norm(v: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ..errors import ConfigError
 from . import ATTACKS, AttackConfig
 
 SubAttack = Literal["apgd-ce", "apgd-t", "fab-t", "square", "apgd-dlr", "fab"]
@@ -31,8 +32,10 @@ class AutoAttackConfig(AttackConfig):
     n_queries: int | None = Field(None, ge=1, description="Square queries (standard: 5000)")
     n_target_classes: int | None = Field(None, ge=1, le=999, description="APGD-T/FAB-T targets (standard: 9)")
     eot_iter: int | None = Field(None, ge=1, description="EOT samples per APGD gradient (rand: 20)")
-    n_ex: int | None = Field(None, ge=1, description="attack only the first n_ex images")
     batch_size: int = Field(500, ge=1)
+
+    def core_ref(self) -> str:
+        return f"autoattack/{self.version}/{self.norm}/{self.eps:.4f}"
 
 
 def build(model: nn.Module, cfg: AutoAttackConfig, device: torch.device | str):  # type: ignore[no-untyped-def]
@@ -43,8 +46,6 @@ def build(model: nn.Module, cfg: AutoAttackConfig, device: torch.device | str): 
     if cfg.attacks is not None:
         unknown = [a for a in cfg.attacks if a not in aa.attacks_to_run]
         if unknown:
-            from ..errors import ConfigError
-
             raise ConfigError(f"attacks: {unknown} are not part of AutoAttack '{cfg.version}' ({aa.attacks_to_run})")
         aa.attacks_to_run = list(cfg.attacks)
     if cfg.n_iter is not None:

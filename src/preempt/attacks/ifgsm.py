@@ -22,6 +22,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from ..reversions.transforms import resize_pad
 from . import ATTACKS, AttackConfig, project, signed_step
 
 
@@ -46,8 +47,6 @@ class DIFGSMConfig(IFGSMConfig):
 
 def diverse(x: torch.Tensor, prob: float, rate: float, generator: torch.Generator) -> torch.Tensor:
     """DI's input diversity: a random resize-and-pad of each image with probability ``prob``."""
-    from ..reversions.transforms import resize_pad
-
     if prob <= 0:
         return x
     pad = max(1, int(round(x.shape[-1] * (rate - 1))))

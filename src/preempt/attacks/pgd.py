@@ -27,6 +27,9 @@ class PGDConfig(AttackConfig):
     loss: Literal["ce", "cw"] = "ce"
     eot_iter: int = Field(1, ge=1, description="gradients averaged per step (EOT for randomized victims)")
 
+    def core_ref(self) -> str:
+        return f"pgd-{self.loss}/{self.norm}/{self.eps:.4f}/{self.steps}"
+
 
 def cw_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Gradient of the summed CW margin (best other logit minus the true logit) w.r.t. the input."""

@@ -23,7 +23,14 @@ LabelSource = Literal["classifier", "ground_truth", "backbone"]
 
 
 class DefenseConfig(MethodConfig):
+    """Fields every defense has; ``ref`` says what ran, independently of the entry's name (the key
+    that published numbers are matched on, see ``preempt.claims``)."""
+
     method: str
+    seed: int = 0
+
+    def ref(self) -> str:
+        return self.method
 
 
 def roles(cfg: MethodConfig) -> dict[str, str]:
@@ -32,7 +39,7 @@ def roles(cfg: MethodConfig) -> dict[str, str]:
             if is_model_ref(f) and getattr(cfg, k) is not None}
 
 
-def with_roles(cfg: MethodConfig, overrides: Mapping[str, str]) -> MethodConfig:
+def with_roles(cfg: DefenseConfig, overrides: Mapping[str, str]) -> DefenseConfig:
     """The same defense with other models in its roles (used by preemptive reversion)."""
     return cfg.model_copy(update={k: v for k, v in overrides.items() if k in roles(cfg)})
 
@@ -50,20 +57,7 @@ def labels(x: torch.Tensor, source: str, models: Mapping[str, nn.Module],
     return predict(models["backbone" if source == "backbone" else "classifier"], x, batch_size).clone()
 
 
-def run(cfg: MethodConfig, x: torch.Tensor, *, models: Mapping[str, nn.Module],
+def run(cfg: DefenseConfig, x: torch.Tensor, *, models: Mapping[str, nn.Module],
         y_true: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
     """Dispatch to the registered defense named by ``cfg.method``."""
-    return DEFENSES[cfg.method].fn(x, cfg=cfg, models=models, y_true=y_true, generator=generator)  # type: ignore[attr-defined]
-
-
-def load_models(cfg: MethodConfig, params: Any, device: torch.device | str,
-                cache: dict[str, nn.Module] | None = None) -> dict[str, nn.Module]:
-    from ..models import load
-
-    cache = {} if cache is None else cache
-    out = {}
-    for role, name in roles(cfg).items():
-        if name not in cache:
-            cache[name] = load(name, params, device)
-        out[role] = cache[name]
-    return out
+    return DEFENSES[cfg.method].fn(x, cfg=cfg, models=models, y_true=y_true, generator=generator)

@@ -46,7 +46,6 @@ class BiLevelConfig(DefenseConfig):
     lr: float | None = Field(None, gt=0, description="outer step: default 0.1 (Linf, RMSProp on w), 0.001 (L2)")
     norm: Literal["Linf", "L2"] = "Linf"
     label_source: LabelSource = "classifier"
-    seed: int = 0
     reverse: bool = Field(False, description="maximise instead (the reconstruction attack's dynamics)")
 
 

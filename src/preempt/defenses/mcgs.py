@@ -66,7 +66,6 @@ class MCGSConfig(DefenseConfig):
     alpha: float | None = Field(None, gt=0, description="FGSM step size; default eps")
     norm: Literal["Linf", "L2"] = "Linf"
     label_source: LabelSource = "classifier"
-    seed: int = 0
     random_start: bool = Field(True, description="each of the N FGSM steps starts at a random point of the ball")
     reverse: bool = Field(False, description="flip every step (reconstruction attack)")
     chunk_size: int = Field(8192, ge=1, description="max images (N x batch) per backbone pass")
@@ -76,6 +75,9 @@ class MCGSConfig(DefenseConfig):
     def _schedule(cls, v: str) -> str:
         parse_schedule(v)
         return v
+
+    def ref(self) -> str:
+        return f"mcgs/{self.schedule}/N{self.n_samples}/eta{self.eta:g}/eps{self.eps:.4f}"
 
 
 def smoothed_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,

@@ -1,39 +1,90 @@
 """Model zoo: architectures, model sources and the [0,1]-input wrapper every model goes through.
 
-``models.<name>.source`` selects how a model comes to be (``train`` here; ``file`` and
-``robustbench`` plug in the same way). Every model is wrapped so it takes images in [0, 1] and
-normalizes inside, so defenses and attacks never see normalization.
+``models.<name>.source`` selects how a model comes to be (``train``, ``file``, ``robustbench``,
+``trigger``, ``jatp``, ``transform``: one module each). Every model is wrapped so it takes images in
+[0, 1] and normalizes inside, so defenses and attacks never see normalization.
+
+A source never looks up pipeline paths: the model stage hands it an :class:`Env` (the image
+spec, the data splits, the other models of the experiment) and the file to write or read.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Protocol
-
-from pydantic import AfterValidator
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Mapping, Protocol
 
 import torch
+from pydantic import AfterValidator
 from torch import nn
 
-from ..registry import Registry
+from .. import artifacts, metrics
+from ..registry import MethodConfig, Registry, closest
 
 ArchFactory = Callable[[tuple[int, int, int], int], nn.Module]  # (C,H,W), n_classes -> module
 ARCHS: Registry[ArchFactory] = Registry("architecture", "preempt.models", key="arch")
 
 
+class ModelConfig(MethodConfig):
+    """Fields every model entry has; ``ref`` says what the model is, independently of its name in
+    params.yaml (the key that published numbers are matched on, see ``preempt.claims``)."""
+
+    source: str
+
+    def ref(self, models: Mapping[str, "ModelConfig"]) -> str:
+        return self.source
+
+    def external(self, name: str, fetch: bool) -> str | None:
+        """Files from outside the pipeline this model reads (zoo weights, a checkpoint): check them
+        (``fetch``: download what is absent, where the source can) and say what is in place, or
+        raise one clear error. None: the model needs nothing external."""
+        return None
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """What building a model needs to know about the data (from the data stage's sidecar)."""
+
+    shape: tuple[int, int, int]
+    n_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def of_meta(cls, meta: Mapping[str, Any]) -> "ImageSpec":
+        c, h, w = meta["image_shape"]
+        return cls((int(c), int(h), int(w)), len(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]))
+
+
+@dataclass(frozen=True)
+class Env:
+    """What the model stage gives a source: it never looks up pipeline paths itself.
+
+    ``data(split)`` -> (images, labels) of ``train`` or ``test`` (the evaluation images);
+    ``model(name)`` -> another model of the experiment, deployed and frozen on ``device`` (the base
+    of a wrapper, the target of a denoiser); ``stored(name)`` -> the tensors another model's stage
+    saved (a denoiser reused by ``denoiser_from``); ``configs`` -> every model entry."""
+
+    spec: ImageSpec
+    device: torch.device
+    configs: Mapping[str, ModelConfig]
+    data: Callable[[str], tuple[torch.Tensor, torch.Tensor]]
+    model: Callable[[str], nn.Module]
+    stored: Callable[[str], dict[str, torch.Tensor]]
+
+
 class Source(Protocol):
-    """How a model comes to be: ``materialize`` writes the stage output, ``load`` reads it back."""
+    """How a model comes to be: ``materialize`` writes the stage output ``out`` and returns what to
+    log; ``load`` builds the deployed model from it."""
 
-    def materialize(self, name: str, cfg: Any, params: Any, out: str, device: torch.device) -> dict[str, Any]: ...
+    def materialize(self, name: str, cfg: Any, env: Env, out: str) -> dict[str, Any]: ...
 
-    def load(self, name: str, cfg: Any, params: Any, path: str) -> nn.Module: ...
+    def load(self, name: str, cfg: Any, env: Env, path: str) -> nn.Module: ...
 
 
-SOURCES: Registry[Any] = Registry("model source", "preempt.models", key="source")
+SOURCES: Registry[Source] = Registry("model source", "preempt.models", key="source")
 
 
 def _known_arch(name: str) -> str:
-    from ..registry import closest
-
     if name not in ARCHS:
         raise ValueError(f"unknown architecture {name!r}; {closest(name, ARCHS.names())}")
     return name
@@ -63,38 +114,20 @@ def frozen(model: nn.Module, device: torch.device | str = "cpu") -> nn.Module:
     return model
 
 
-def test_accuracy(model: nn.Module, device: torch.device | str) -> float:
+def test_accuracy(model: nn.Module, env: Env) -> float:
     """Clean accuracy (%) on the experiment's evaluation images: every model stage records it."""
-    from .. import artifacts, metrics
-    from ..dag import data_path
-
-    test, _ = artifacts.load(data_path("test"))
-    model = model.to(device).eval()
-    return metrics.accuracy(metrics.predict(model, test["x"].to(device)), test["y"].to(device))
+    x, y = env.data("test")
+    model = model.to(env.device).eval()
+    return metrics.accuracy(metrics.predict(model, x.to(env.device)), y.to(env.device))
 
 
 def save_weights(out: str, model: Normalized, meta: dict[str, Any]) -> None:
     """The stage output of a model whose weights the pipeline holds: the inner network's state."""
-    from .. import artifacts
-
     artifacts.save(out, dict(model.net.cpu().state_dict()), {"stage": "model", **meta})
 
 
 def load_weights(model: Normalized, path: str) -> Normalized:
     """Fill a freshly built model with the weights saved by :func:`save_weights`."""
-    from .. import artifacts
-
     state, _ = artifacts.load(path)
     model.net.load_state_dict(state)
     return model
-
-
-def load(name: str, params: Any, device: torch.device | str = "cpu") -> nn.Module:
-    """Load model ``name`` of the experiment from its stage output, frozen, on ``device``."""
-    from ..dag import model_path
-
-    cfg = params.models[name]
-    src = SOURCES[cfg.source].fn  # type: ignore[attr-defined]
-    from ..runtime import accelerate
-
-    return accelerate(frozen(src.load(name, cfg, params, model_path(name)), device), params.runtime, device)

@@ -20,7 +20,7 @@ from torch import nn
 from . import ARCHS
 
 
-@ARCHS.register("mlp", None)  # type: ignore[arg-type]
+@ARCHS.register("mlp")
 def mlp(in_shape: tuple[int, int, int], n_classes: int, hidden: int = 256) -> nn.Module:
     c, h, w = in_shape
     return nn.Sequential(
@@ -29,7 +29,7 @@ def mlp(in_shape: tuple[int, int, int], n_classes: int, hidden: int = 256) -> nn
     )
 
 
-@ARCHS.register("cnn", None)  # type: ignore[arg-type]
+@ARCHS.register("cnn")
 def cnn(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     return nn.Sequential(
         nn.Conv2d(in_shape[0], 32, 3, padding=1), nn.ReLU(),
@@ -39,7 +39,7 @@ def cnn(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     )
 
 
-@ARCHS.register("vgg_small", None)  # type: ignore[arg-type]
+@ARCHS.register("vgg_small")
 def vgg_small(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
@@ -108,4 +108,4 @@ def _resnet(n_blocks: int, in_shape: tuple[int, int, int], n_classes: int) -> nn
 
 
 for _depth in (8, 14, 20, 32, 44, 56):
-    ARCHS.register(f"resnet{_depth}", None)(partial(_resnet, (_depth - 2) // 6))  # type: ignore[arg-type]
+    ARCHS.register(f"resnet{_depth}")(partial(_resnet, (_depth - 2) // 6))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import torch
 from pydantic import Field
@@ -19,11 +19,10 @@ from torch import nn
 
 from .. import artifacts
 from ..errors import PreemptError
-from ..registry import MethodConfig
-from . import ARCHS, SOURCES, ArchName, Normalized, load_weights, save_weights, test_accuracy
+from . import ARCHS, SOURCES, ArchName, Env, ImageSpec, ModelConfig, Normalized, load_weights, save_weights, test_accuracy
 
 
-class FileConfig(MethodConfig):
+class FileConfig(ModelConfig):
     source: Literal["file"] = "file"
     path: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="lowercase hex digest of the file")
@@ -35,6 +34,13 @@ class FileConfig(MethodConfig):
 
     def code_modules(self) -> list[str]:
         return [ARCHS[self.arch].module]
+
+    def ref(self, models: Mapping[str, ModelConfig]) -> str:
+        return Path(self.path).name
+
+    def external(self, name: str, fetch: bool) -> str | None:
+        read_checkpoint(self)
+        return f"{self.path} (sha256 ok)"
 
 
 def read_checkpoint(cfg: FileConfig) -> dict[str, torch.Tensor]:
@@ -64,38 +70,30 @@ def safe_load(path: str | Path) -> Any:
                            "only tensors/containers are accepted (torch.load weights_only=True)") from None
 
 
-def _build(cfg: FileConfig, spec: Any) -> nn.Module:
+def _build(cfg: FileConfig, spec: ImageSpec) -> Normalized:
     net = ARCHS[cfg.arch].fn(spec.shape, spec.n_classes)
     return Normalized(net, cfg.mean or spec.mean, cfg.std or spec.std)
 
 
 class FileSource:
-    @staticmethod
-    def materialize(name: str, cfg: FileConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
-        from ..dag import data_path
-        from .train import ImageSpec
-
+    def materialize(self, name: str, cfg: FileConfig, env: Env, out: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         state = read_checkpoint(cfg)
-        model = _build(cfg, ImageSpec.of(data_path("test")))
+        model = _build(cfg, env.spec)
         try:
             model.net.load_state_dict(state)
         except RuntimeError as exc:
             raise PreemptError(f"models.{name}: checkpoint does not fit architecture '{cfg.arch}' "
                                f"({str(exc).splitlines()[0]}); check arch, state_dict_key and strip_prefix") from None
-        acc = test_accuracy(model, device)
+        acc = test_accuracy(model, env)
         save_weights(out, model, {
             "model": name, "source": "file", "arch": cfg.arch, "file_sha256": cfg.sha256, "clean_acc": acc,
-            "wall_seconds": time.perf_counter() - t0, "device": str(device),
+            "wall_seconds": time.perf_counter() - t0, "device": str(env.device),
             "params_hash": artifacts.params_hash(cfg.model_dump())})
         return {"clean_acc": acc}
 
-    @staticmethod
-    def load(name: str, cfg: FileConfig, params: Any, path: str) -> nn.Module:
-        from ..dag import data_path
-        from .train import ImageSpec
-
-        return load_weights(_build(cfg, ImageSpec.of(data_path("test"))), path)
+    def load(self, name: str, cfg: FileConfig, env: Env, path: str) -> nn.Module:
+        return load_weights(_build(cfg, env.spec), path)
 
 
-SOURCES.register("file", FileConfig)(FileSource)  # type: ignore[arg-type]
+SOURCES.register("file", FileConfig)(FileSource())

@@ -24,21 +24,23 @@ differentiate through P and T (adaptive white-box); ``bpda: true`` on an attack 
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from .. import artifacts
+from ..attacks import project, signed_step, uniform_ball
 from ..errors import PreemptError
 from ..registry import ModelName, closest
-from . import SOURCES, load, test_accuracy
-from .train import ImageSpec, OptimConfig, fit
+from ..runtime import generator
+from . import SOURCES, Env, ImageSpec, ModelConfig, test_accuracy
+from .train import OptimConfig, fit
 from .wrappers import Preprocessed
 
 
-class JATPConfig(OptimConfig):
+class JATPConfig(OptimConfig, ModelConfig):
     source: Literal["jatp"] = "jatp"
     target: ModelName
     denoiser_from: ModelName | None = None
@@ -52,6 +54,9 @@ class JATPConfig(OptimConfig):
     optimizer: Literal["adam", "sgd"] = "sgd"
     lr: float = Field(1e-2, gt=0)
     lr_schedule: Literal["constant", "cosine", "multistep"] = "multistep"
+
+    def ref(self, models: Mapping[str, ModelConfig]) -> str:
+        return f"jatp({models[self.target].ref(models)})"
 
 
 class _Block(nn.Module):
@@ -122,8 +127,6 @@ class Features:
 def feature_attack(joint: _Joint, feats: Features, x: torch.Tensor, eps: float, steps: int,
                    generator: torch.Generator) -> torch.Tensor:
     """PGD maximising the feature distance of T(P(x')) to T(P(x)): the full adversarial example."""
-    from ..attacks import project, signed_step, uniform_ball
-
     mode = joint.denoiser.training
     joint.denoiser.eval()
     with torch.no_grad():
@@ -141,8 +144,6 @@ def feature_attack(joint: _Joint, feats: Features, x: torch.Tensor, eps: float, 
 
 def train_denoiser(name: str, cfg: JATPConfig, target: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor,
                    spec: ImageSpec, device: torch.device) -> Denoiser:
-    from ..runtime import generator
-
     target = target.to(device).eval()
     feats = Features(feature_module(target, cfg.feature_layer, name))
     torch.manual_seed(cfg.seed)
@@ -165,46 +166,45 @@ def train_denoiser(name: str, cfg: JATPConfig, target: nn.Module, x_all: torch.T
     return joint.denoiser.eval()
 
 
-class JATPSource:
-    @staticmethod
-    def materialize(name: str, cfg: JATPConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
-        from ..dag import data_path, model_path
+def _denoiser_config(name: str, cfg: JATPConfig, env: Env) -> JATPConfig:
+    """The config whose denoiser is deployed: this entry's, or the ``denoiser_from`` entry's."""
+    if cfg.denoiser_from is None:
+        return cfg
+    src = env.configs[cfg.denoiser_from]
+    if not isinstance(src, JATPConfig):
+        raise PreemptError(f"models.{name}.denoiser_from: '{cfg.denoiser_from}' is not a jatp model; "
+                           "name a model with source: jatp")
+    return src
 
+
+def deploy(den_cfg: JATPConfig, target: nn.Module, state: dict[str, torch.Tensor], spec: ImageSpec) -> Preprocessed:
+    den = Denoiser(spec.shape[0], den_cfg.width, den_cfg.blocks)
+    den.load_state_dict(state)
+    return Preprocessed(den, target)
+
+
+class JATPSource:
+    def materialize(self, name: str, cfg: JATPConfig, env: Env, out: str) -> dict[str, Any]:
         t0 = time.perf_counter()
-        target = load(cfg.target, params, device)
-        spec = ImageSpec.of(data_path("train"))
+        target = env.model(cfg.target)
+        den_cfg = _denoiser_config(name, cfg, env)
         if cfg.denoiser_from is not None:
-            src = params.models[cfg.denoiser_from]
-            if getattr(src, "source", None) != "jatp":
-                raise PreemptError(f"models.{name}.denoiser_from: '{cfg.denoiser_from}' is not a jatp model; "
-                                   "name a model with source: jatp")
-            state, _ = artifacts.load(model_path(cfg.denoiser_from))
-            origin = cfg.denoiser_from
+            state, origin = env.stored(cfg.denoiser_from), cfg.denoiser_from
         else:
-            train, _ = artifacts.load(data_path("train"))
-            den = train_denoiser(name, cfg, target, train["x"], train["y"], spec, device)
+            x, y = env.data("train")
+            den = train_denoiser(name, cfg, target, x, y, env.spec, env.device)
             state, origin = den.cpu().state_dict(), name
-        victim = JATPSource.deploy(cfg, params, state, spec)
-        acc, acc_target = test_accuracy(victim, device), test_accuracy(target, device)
+        victim = deploy(den_cfg, env.model(cfg.target), state, env.spec)
+        acc, acc_target = test_accuracy(victim, env), test_accuracy(target, env)
         artifacts.save(out, dict(state), {
             "stage": "model", "model": name, "source": "jatp", "target": cfg.target, "denoiser_of": origin,
             "clean_acc": acc, "clean_acc_target_alone": acc_target, "wall_seconds": time.perf_counter() - t0,
-            "seed": cfg.seed, "device": str(device), "params_hash": artifacts.params_hash(cfg.model_dump())})
+            "seed": cfg.seed, "device": str(env.device), "params_hash": artifacts.params_hash(cfg.model_dump())})
         return {"clean_acc": acc, "clean_acc_target_alone": acc_target}
 
-    @staticmethod
-    def deploy(cfg: JATPConfig, params: Any, state: dict[str, torch.Tensor], spec: ImageSpec) -> Preprocessed:
-        src = params.models[cfg.denoiser_from] if cfg.denoiser_from is not None else cfg
-        den = Denoiser(spec.shape[0], src.width, src.blocks)
-        den.load_state_dict(state)
-        return Preprocessed(den, load(cfg.target, params))
-
-    @staticmethod
-    def load(name: str, cfg: JATPConfig, params: Any, path: str) -> nn.Module:
-        from ..dag import data_path
-
+    def load(self, name: str, cfg: JATPConfig, env: Env, path: str) -> nn.Module:
         state, _ = artifacts.load(path)
-        return JATPSource.deploy(cfg, params, state, ImageSpec.of(data_path("test")))
+        return deploy(_denoiser_config(name, cfg, env), env.model(cfg.target), state, env.spec)
 
 
-SOURCES.register("jatp", JATPConfig)(JATPSource)  # type: ignore[arg-type]
+SOURCES.register("jatp", JATPConfig)(JATPSource())

@@ -17,6 +17,7 @@ from torch import nn
 
 from ..attacks import input_grad, project, signed_step, uniform_ball
 from ..attacks.pgd import pgd
+from ..defenses.bilevel import BiLevelConfig, robustify
 from ..registry import MethodConfig, Registry
 
 Recipe = Callable[..., torch.Tensor]
@@ -81,8 +82,6 @@ class PreemptiveATRecipe(MethodConfig):
 @RECIPES.register("preemptive_at", PreemptiveATRecipe)
 def preemptive_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: PreemptiveATRecipe,
                   generator: torch.Generator) -> torch.Tensor:
-    from ..defenses.bilevel import BiLevelConfig, robustify
-
     attack_eps = cfg.attack_eps if cfg.attack_eps is not None else cfg.eps
     # roles name the model being trained: robustify only reads the numbers of the config
     bl = BiLevelConfig(classifier="self", backbone="self", eps=cfg.eps, attack_eps=attack_eps,

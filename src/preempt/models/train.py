@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 from pydantic import Field, field_validator
@@ -12,8 +11,10 @@ from torch import nn
 
 from .. import artifacts
 from ..errors import ConfigError, PreemptError
-from ..registry import MethodConfig, closest
-from . import ARCHS, SOURCES, ArchName, Normalized, load_weights, save_weights, test_accuracy
+from ..registry import MethodConfig, closest, validate_model
+from ..runtime import generator, log, progress
+from . import (ARCHS, SOURCES, ArchName, Env, ImageSpec, ModelConfig, Normalized, load_weights, save_weights,
+               test_accuracy)
 from .recipes import RECIPES
 
 
@@ -41,8 +42,6 @@ class OptimConfig(MethodConfig):
     @field_validator("recipe")
     @classmethod
     def _recipe(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from ..config import validate_model
-
         method = v.get("method", "<missing>")
         if method not in RECIPES:
             raise ValueError(f"unknown training recipe {method!r}; {closest(str(method), RECIPES.names())}")
@@ -52,30 +51,18 @@ class OptimConfig(MethodConfig):
             raise ValueError(str(err)) from None
 
 
-class TrainConfig(OptimConfig):
+class TrainConfig(OptimConfig, ModelConfig):
     source: Literal["train"] = "train"
     arch: ArchName
 
     def code_modules(self) -> list[str]:
         return [ARCHS[self.arch].module, *super().code_modules()]
 
-
-@dataclass(frozen=True)
-class ImageSpec:
-    """What building a model needs to know about the data, read from the data sidecar."""
-
-    shape: tuple[int, int, int]
-    n_classes: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @classmethod
-    def of(cls, data_artifact: str) -> "ImageSpec":
-        meta = artifacts.load_meta(data_artifact)
-        return cls(tuple(meta["image_shape"]), len(meta["classes"]), tuple(meta["mean"]), tuple(meta["std"]))  # type: ignore[arg-type]
+    def ref(self, models: Mapping[str, ModelConfig]) -> str:
+        return f"train/{self.arch}/{self.recipe['method']}"
 
 
-def build(cfg: TrainConfig, spec: ImageSpec) -> nn.Module:
+def build(cfg: TrainConfig, spec: ImageSpec) -> Normalized:
     """The wrapped, randomly initialised network for ``cfg`` (init is seeded by ``cfg.seed``)."""
     torch.manual_seed(cfg.seed)
     return Normalized(ARCHS[cfg.arch].fn(spec.shape, spec.n_classes), spec.mean, spec.std)
@@ -96,9 +83,11 @@ def fit(cfg: OptimConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageS
     Sources that train differently reuse this loop through ``loss_fn`` (the batch loss, model in
     train mode), ``epoch_end`` (called after each epoch, e.g. a trigger update) and ``model``
     (a pre-built network, e.g. a denoiser in front of a frozen target)."""
-    from ..runtime import generator, progress
-
-    model = (build(cfg, spec) if model is None else model).to(device)  # type: ignore[arg-type]
+    if model is None:
+        if not isinstance(cfg, TrainConfig):
+            raise TypeError("fit: a config without an architecture needs a pre-built model")
+        model = build(cfg, spec)
+    model = model.to(device)
     recipe = RECIPES[cfg.recipe["method"]]
     rcfg = recipe.config.model_validate(cfg.recipe)
     trainable = [q for q in model.parameters() if q.requires_grad]
@@ -116,8 +105,6 @@ def fit(cfg: OptimConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageS
     if len(y_all) == 0:
         raise PreemptError("the dataset has no training split, so models cannot be trained on it; "
                            "use source: robustbench or source: file for this dataset")
-    from ..runtime import log
-
     for epoch in progress(range(cfg.epochs), desc=desc):
         total, seen = 0.0, 0
         order = torch.randperm(len(y_all), generator=gen).to(device)
@@ -144,25 +131,20 @@ def fit(cfg: OptimConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageS
 
 
 class TrainSource:
-    @staticmethod
-    def materialize(name: str, cfg: TrainConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
-        from ..dag import data_path
-
-        train, _ = artifacts.load(data_path("train"))
+    def materialize(self, name: str, cfg: TrainConfig, env: Env, out: str) -> dict[str, Any]:
+        x, y = env.data("train")
         t0 = time.perf_counter()
-        model = fit(cfg, train["x"], train["y"], ImageSpec.of(data_path("train")), device, desc=f"train {name}")
+        model = build(cfg, env.spec)
+        fit(cfg, x, y, env.spec, env.device, desc=f"train {name}", model=model)
         seconds = time.perf_counter() - t0
-        acc = test_accuracy(model, device)
+        acc = test_accuracy(model, env)
         save_weights(out, model, {
             "model": name, "arch": cfg.arch, "recipe": cfg.recipe, "seed": cfg.seed, "wall_seconds": seconds,
-            "device": str(device), "clean_acc": acc, "params_hash": artifacts.params_hash(cfg.model_dump())})
+            "device": str(env.device), "clean_acc": acc, "params_hash": artifacts.params_hash(cfg.model_dump())})
         return {"clean_acc": acc, "seconds": seconds}
 
-    @staticmethod
-    def load(name: str, cfg: TrainConfig, params: Any, path: str) -> nn.Module:
-        from ..dag import data_path
-
-        return load_weights(build(cfg, ImageSpec.of(data_path("test"))), path)
+    def load(self, name: str, cfg: TrainConfig, env: Env, path: str) -> nn.Module:
+        return load_weights(build(cfg, env.spec), path)
 
 
-SOURCES.register("train", TrainConfig)(TrainSource)  # type: ignore[arg-type]
+SOURCES.register("train", TrainConfig)(TrainSource())

@@ -18,15 +18,15 @@ The informed attacker's surrogates are simply other ``source: trigger`` models.
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from .. import artifacts
-from . import SOURCES, Normalized, test_accuracy
-from .train import ImageSpec, TrainConfig, build, fit
+from . import SOURCES, Env, ImageSpec, ModelConfig, Normalized, test_accuracy
+from .train import TrainConfig, build, fit
 from .wrappers import Preprocessed
 
 TAU_KEY = "trigger.tau"
@@ -39,6 +39,9 @@ class TriggerConfig(TrainConfig):
     alpha: float | None = Field(None, gt=0, description="learnable: init range and update step; default eps_t/4")
     learn_fraction: float = Field(0.6, ge=0, le=1, description="learnable: fraction of epochs that update tau")
     kl_weight: float = Field(1.0, ge=0)
+
+    def ref(self, models: Mapping[str, ModelConfig]) -> str:
+        return f"trigger/{self.arch}"
 
 
 class AddTrigger(nn.Module):
@@ -59,7 +62,7 @@ def initial_trigger(cfg: TriggerConfig, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def train_trigger(cfg: TriggerConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageSpec,
-                  device: torch.device, desc: str = "train") -> tuple[nn.Module, torch.Tensor]:
+                  device: torch.device, desc: str = "train") -> tuple[Normalized, torch.Tensor]:
     """The trained network and its trigger tau."""
     tau = initial_trigger(cfg, spec.shape).to(device)
     grad_sum = torch.zeros_like(tau)
@@ -83,7 +86,8 @@ def train_trigger(cfg: TriggerConfig, x_all: torch.Tensor, y_all: torch.Tensor, 
             tau = (tau - alpha * grad_sum.sign()).clamp(-cfg.eps_t, cfg.eps_t)
         grad_sum = torch.zeros_like(tau)
 
-    model = fit(cfg, x_all, y_all, spec, device, desc=desc, loss_fn=loss_fn, epoch_end=epoch_end)
+    model = build(cfg, spec)
+    fit(cfg, x_all, y_all, spec, device, desc=desc, loss_fn=loss_fn, epoch_end=epoch_end, model=model)
     return model, tau.detach().cpu()
 
 
@@ -92,32 +96,25 @@ def deploy(net: Normalized, tau: torch.Tensor) -> Preprocessed:
 
 
 class TriggerSource:
-    @staticmethod
-    def materialize(name: str, cfg: TriggerConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
-        from ..dag import data_path
-
-        train, _ = artifacts.load(data_path("train"))
+    def materialize(self, name: str, cfg: TriggerConfig, env: Env, out: str) -> dict[str, Any]:
+        x, y = env.data("train")
         t0 = time.perf_counter()
-        net, tau = train_trigger(cfg, train["x"], train["y"], ImageSpec.of(data_path("train")), device,
-                                 desc=f"train {name}")
+        net, tau = train_trigger(cfg, x, y, env.spec, env.device, desc=f"train {name}")
         seconds = time.perf_counter() - t0
-        acc, acc_plain = test_accuracy(deploy(net, tau), device), test_accuracy(net, device)
-        artifacts.save(out, {**net.net.cpu().state_dict(), TAU_KEY: tau}, {  # type: ignore[union-attr]
+        acc, acc_plain = test_accuracy(deploy(net, tau), env), test_accuracy(net, env)
+        artifacts.save(out, {**net.net.cpu().state_dict(), TAU_KEY: tau}, {
             "stage": "model", "model": name, "source": "trigger", "arch": cfg.arch, "trigger": cfg.trigger,
-            "seed": cfg.seed, "wall_seconds": seconds, "device": str(device), "clean_acc": acc,
+            "seed": cfg.seed, "wall_seconds": seconds, "device": str(env.device), "clean_acc": acc,
             "clean_acc_without_trigger": acc_plain, "tau_linf": float(tau.abs().max()),
             "params_hash": artifacts.params_hash(cfg.model_dump())})
         return {"clean_acc": acc, "clean_acc_without_trigger": acc_plain, "seconds": seconds}
 
-    @staticmethod
-    def load(name: str, cfg: TriggerConfig, params: Any, path: str) -> nn.Module:
-        from ..dag import data_path
-
+    def load(self, name: str, cfg: TriggerConfig, env: Env, path: str) -> nn.Module:
         state, _ = artifacts.load(path)
         tau = state.pop(TAU_KEY)
-        net = build(cfg, ImageSpec.of(data_path("test")))
-        net.net.load_state_dict(state)  # type: ignore[union-attr]
-        return deploy(net, tau)  # type: ignore[arg-type]
+        net = build(cfg, env.spec)
+        net.net.load_state_dict(state)
+        return deploy(net, tau)
 
 
-SOURCES.register("trigger", TriggerConfig)(TriggerSource)  # type: ignore[arg-type]
+SOURCES.register("trigger", TriggerConfig)(TriggerSource())

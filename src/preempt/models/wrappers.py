@@ -19,15 +19,17 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal, Mapping
 
 import torch
 from pydantic import field_validator
 from torch import nn
 
 from .. import artifacts
-from ..registry import MethodConfig, ModelName
-from . import SOURCES, load, test_accuracy
+from ..errors import ConfigError
+from ..registry import ModelName, closest, validate_model
+from ..reversions import REVERSIONS, TransformConfig
+from . import SOURCES, Env, ModelConfig, test_accuracy
 
 
 class Preprocessed(nn.Module):
@@ -67,7 +69,7 @@ def bpda(model: nn.Module, on: bool = True) -> Iterator[nn.Module]:
 class Transform(nn.Module):
     """A registered transform as a module; randomized ones draw from a private, seeded generator."""
 
-    def __init__(self, fn: Callable[..., torch.Tensor], cfg: MethodConfig, seed: int) -> None:
+    def __init__(self, fn: Callable[..., torch.Tensor], cfg: TransformConfig, seed: int) -> None:
         super().__init__()
         self.fn, self.cfg, self.seed = fn, cfg, seed
         self._gen: torch.Generator | None = None
@@ -78,25 +80,22 @@ class Transform(nn.Module):
         return self.fn(x, cfg=self.cfg, generator=self._gen, redefend=None)
 
 
-def transform_entry(spec: dict[str, Any]) -> tuple[Callable[..., torch.Tensor], MethodConfig]:
+def transform_entry(spec: dict[str, Any]) -> tuple[Callable[..., torch.Tensor], TransformConfig]:
     """Validate ``{method: jpeg, quality: 75}`` against the transforms among the reversions."""
-    from ..config import validate_model
-    from ..errors import ConfigError
-    from ..registry import closest
-    from ..reversions import REVERSIONS, TransformConfig
-
     names = [n for n in REVERSIONS.names() if issubclass(REVERSIONS[n].config, TransformConfig)]
     method = spec.get("method", "<missing>")
     if method not in names:
         raise ValueError(f"unknown transform {method!r}; {closest(str(method), names)}")
     entry = REVERSIONS[method]
+    schema = entry.config
+    assert issubclass(schema, TransformConfig)
     try:
-        return entry.fn, validate_model(entry.config, spec, "transform")
+        return entry.fn, validate_model(schema, spec, "transform")
     except ConfigError as err:
         raise ValueError(str(err)) from None
 
 
-class TransformVictimConfig(MethodConfig):
+class TransformVictimConfig(ModelConfig):
     source: Literal["transform"] = "transform"
     model: ModelName
     transform: dict[str, Any]
@@ -108,33 +107,32 @@ class TransformVictimConfig(MethodConfig):
         return transform_entry(v)[1].model_dump()
 
     def code_modules(self) -> list[str]:
-        from ..reversions import REVERSIONS
-
         return [REVERSIONS[self.transform["method"]].module]
 
+    def ref(self, models: Mapping[str, ModelConfig]) -> str:
+        return f"{self.transform['method']}({models[self.model].ref(models)})"
 
-def deploy_transform(cfg: TransformVictimConfig, params: Any) -> Preprocessed:
+
+def deploy_transform(cfg: TransformVictimConfig, env: Env) -> Preprocessed:
     fn, tcfg = transform_entry(cfg.transform)
-    return Preprocessed(Transform(fn, tcfg, cfg.seed), load(cfg.model, params), type(tcfg).differentiable)
+    return Preprocessed(Transform(fn, tcfg, cfg.seed), env.model(cfg.model), type(tcfg).differentiable)
 
 
 class TransformSource:
     """The stage output is a receipt (the wrapper has no weights of its own) with its accuracy."""
 
-    @staticmethod
-    def materialize(name: str, cfg: TransformVictimConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
+    def materialize(self, name: str, cfg: TransformVictimConfig, env: Env, out: str) -> dict[str, Any]:
         t0 = time.perf_counter()
-        acc = test_accuracy(deploy_transform(cfg, params), device)
+        acc = test_accuracy(deploy_transform(cfg, env), env)
         artifacts.save(out, {}, {"stage": "model", "model": name, "source": "transform", "base": cfg.model,
-                                 "transform": cfg.transform, "clean_acc": acc, "device": str(device),
+                                 "transform": cfg.transform, "clean_acc": acc, "device": str(env.device),
                                  "wall_seconds": time.perf_counter() - t0,
                                  "params_hash": artifacts.params_hash(cfg.model_dump())})
         return {"clean_acc": acc}
 
-    @staticmethod
-    def load(name: str, cfg: TransformVictimConfig, params: Any, path: str) -> nn.Module:
+    def load(self, name: str, cfg: TransformVictimConfig, env: Env, path: str) -> nn.Module:
         artifacts.load_meta(path)
-        return deploy_transform(cfg, params)
+        return deploy_transform(cfg, env)
 
 
-SOURCES.register("transform", TransformVictimConfig)(TransformSource)  # type: ignore[arg-type]
+SOURCES.register("transform", TransformVictimConfig)(TransformSource())

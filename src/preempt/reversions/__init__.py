@@ -17,7 +17,13 @@ Reversion = Callable[..., torch.Tensor]
 REVERSIONS: Registry[Reversion] = Registry("reversion", __name__)
 
 
-class TransformConfig(MethodConfig):
+class ReversionConfig(MethodConfig):
+    """Fields every reversion has."""
+
+    method: str
+
+
+class TransformConfig(ReversionConfig):
     """An input transform: usable as a reversion on REs *and* as a test-time defense in front of a
     victim (``models.<name>.source: transform``). ``differentiable`` says whether autograd gives a
     useful gradient through it (if not, attacks on the wrapped victim use BPDA's identity
@@ -27,7 +33,7 @@ class TransformConfig(MethodConfig):
     randomized: ClassVar[bool] = False
 
 
-class NoReversion(MethodConfig):
+class NoReversion(ReversionConfig):
     method: Literal["none"] = "none"
 
 

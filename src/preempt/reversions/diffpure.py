@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Literal
 import torch
 from pydantic import Field
 
+from .. import artifacts
 from ..errors import PreemptError
 from . import REVERSIONS, TransformConfig
 
@@ -39,8 +40,6 @@ class DiffPureConfig(TransformConfig):
 @functools.lru_cache(maxsize=2)
 def score_model(checkpoint: str, sha256: str | None) -> tuple[Any, Any]:
     """(UNet, scheduler) from a local folder, checked before it is read."""
-    from .. import artifacts
-
     folder = artifacts.user_path(checkpoint)
     weights = Path(folder) / WEIGHTS
     if not weights.is_file():

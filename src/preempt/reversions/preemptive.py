@@ -19,12 +19,11 @@ from typing import Any, Callable, Literal
 
 import torch
 
-from ..defenses import ModelName
-from ..registry import MethodConfig
-from . import REVERSIONS
+from ..registry import ModelName
+from . import REVERSIONS, ReversionConfig
 
 
-class PreemptiveConfig(MethodConfig):
+class PreemptiveConfig(ReversionConfig):
     method: Literal["preemptive"] = "preemptive"
     backbone: ModelName | None = None  # None: the defender's own models (white-box)
     classifier: ModelName | None = None  # labels for the re-run; default: the attacker's backbone

@@ -10,7 +10,8 @@ import json
 
 import pandas as pd
 
-from .. import artifacts, dag
+from .. import artifacts, paths
+from ..config import Params
 from ..runtime import log
 from . import Context
 
@@ -19,11 +20,15 @@ COLUMNS = ["dataset", "defense", "victim", "attack", "reversion", "n", "clean_ac
            "ssim", "lpips", "linf", "l2", "sec_per_image", "adv_linf", "attack_sec_per_image", "lpips_note"]
 
 
-def table(params) -> pd.DataFrame:  # type: ignore[no-untyped-def]
-    from ..claims import describe
+def describe(p: Params, defense: str, victim: str, attack: str) -> dict[str, str]:
+    """What a cell ran, by each config's own description (the keys published numbers use)."""
+    return {"defense_ref": p.defenses[defense].ref(), "victim_ref": p.models[victim].ref(p.models),
+            "attack_ref": p.attacks[attack].ref()}
 
+
+def table(params: Params) -> pd.DataFrame:
     tables = params.grid.tables()
-    rows = [{**json.loads(open(dag.cell_path(d, r, v, a)).read()), **describe(params, d, v, a),
+    rows = [{**json.loads(open(paths.cell_path(d, r, v, a)).read()), **describe(params, d, v, a),
              "tables": ";".join(tables[(d, r, v, a)])}
             for d, r, v, a in params.grid.cells()]
     df = pd.DataFrame(rows)
@@ -32,5 +37,5 @@ def table(params) -> pd.DataFrame:  # type: ignore[no-untyped-def]
 
 def run(ctx: Context) -> None:
     df = table(ctx.params)
-    artifacts.write_text(dag.METRICS_CSV, df.to_csv(index=False, float_format="%.6g"))
-    log.info("%d cells -> %s", len(df), dag.METRICS_CSV)
+    artifacts.write_text(paths.METRICS_CSV, df.to_csv(index=False, float_format="%.6g"))
+    log.info("%d cells -> %s", len(df), paths.METRICS_CSV)

@@ -24,18 +24,25 @@ from typing import Any
 
 import torch
 
-from .. import artifacts, dag, metrics
-from ..attacks import ATTACKS
-from ..models import load
+from .. import artifacts, metrics, paths
+from ..attacks import ATTACKS, AttackConfig
 from ..models.wrappers import bpda
-from ..runtime import batch_generator, log, progress
-from . import Context
+from ..paths import Shard
+from ..runtime import batch_generator, log, progress, shard_range
+from . import Context, provenance
+
+Cell = tuple[str, str, str, str]  # defense, reversion, victim, attack
 
 
-def n_attacked(acfg: Any, n: int) -> int:
+def n_attacked(acfg: AttackConfig, n: int) -> int:
     """How many of the cell's images the attack evaluates (the first n_ex, where it sets one)."""
-    limit = getattr(acfg, "n_ex", None)
-    return n if limit is None else min(n, limit)
+    return n if acfg.n_ex is None else min(n, acfg.n_ex)
+
+
+def record(ctx: Context, cell: Cell, seconds: float, **extra: Any) -> dict[str, Any]:
+    """The sidecar of a cell's adversarial examples (whole, or one shard)."""
+    acfg = ctx.params.attacks[cell[3]]
+    return provenance(ctx, "attack", acfg, seconds, cell=list(cell), seed=acfg.seed, **extra)
 
 
 def craft(ctx: Context, attack: str, victim: str, x_in: torch.Tensor, y: torch.Tensor, lo: int,
@@ -44,31 +51,31 @@ def craft(ctx: Context, attack: str, victim: str, x_in: torch.Tensor, y: torch.T
     each surrogate (a transfer attack): model name -> examples."""
     p = ctx.params
     acfg = p.attacks[attack]
-    fn = ATTACKS[acfg.method].fn  # type: ignore[attr-defined]
+    fn = ATTACKS[acfg.method].fn
     bs = p.runtime.batch_size
-    surrogates = list(acfg.surrogates)  # type: ignore[attr-defined]
+    surrogates = list(acfg.surrogates)
     advs: dict[str, torch.Tensor] = {}
     for name in surrogates or [victim]:
-        crafted_on = load(name, p, ctx.device) if surrogates else model
+        crafted_on = ctx.model(name) if surrogates else model
         parts = [x_in[:0]]
-        with bpda(crafted_on, acfg.bpda):  # type: ignore[attr-defined]
+        with bpda(crafted_on, acfg.bpda):
             for i in progress(range(0, len(x_in), bs), desc=f"{attack} on {name}", total=-(-len(x_in) // bs)):
-                gen = batch_generator(acfg.seed, lo + i, ctx.device)  # type: ignore[attr-defined]
+                gen = batch_generator(acfg.seed, lo + i, ctx.device)
                 parts.append(fn(crafted_on, x_in[i:i + bs], y[i:i + bs], cfg=acfg, generator=gen))
         advs[name] = torch.cat(parts)
     return advs
 
 
-def score(ctx: Context, cell: tuple[str, str, str, str], x_in: torch.Tensor, y: torch.Tensor, x0: torch.Tensor,
+def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: torch.Tensor,
           model: torch.nn.Module, advs: dict[str, torch.Tensor], seconds: float, meta: dict[str, Any]) -> None:
     """Measure one cell from its adversarial examples and write its adv artifact and metrics row."""
     defense, reversion, victim, attack = cell
     p = ctx.params
     acfg = p.attacks[attack]
-    surrogates = list(acfg.surrogates)  # type: ignore[attr-defined]
+    surrogates = list(acfg.surrogates)
     n = len(next(iter(advs.values())))
     x_in, y, x0 = x_in[:n], y[:n], x0[:n]
-    threat = acfg.threat_eps  # type: ignore[attr-defined]
+    threat = acfg.threat_eps
     robust, robust_ball = {}, {}
     for name, x_adv in advs.items():
         pred = metrics.predict(model, x_adv)
@@ -79,7 +86,7 @@ def score(ctx: Context, cell: tuple[str, str, str, str], x_in: torch.Tensor, y: 
     x_adv = next(iter(advs.values()))
     lp, lp_note = metrics.lpips(x_in.cpu(), x0.cpu(), p.metrics.lpips_net)
     row = {
-        "dataset": p.dataset.name, "defense": defense, "victim": victim, "attack": attack,  # type: ignore[attr-defined]
+        "dataset": p.dataset.name, "defense": defense, "victim": victim, "attack": attack,
         "reversion": reversion, "n": n,
         "clean_acc": metrics.accuracy(metrics.predict(model, x_in), y),
         "robust_acc": sum(robust.values()) / len(robust),
@@ -92,47 +99,41 @@ def score(ctx: Context, cell: tuple[str, str, str, str], x_in: torch.Tensor, y: 
         "sec_per_image": meta["defense_sec_per_image"],
         "attack_sec_per_image": seconds / max(n, 1),
     }
-    adv_out = dag.adv_path(*cell)
     extra = {f"x_{s}": a for s, a in advs.items()} if surrogates else {}
-    artifacts.save(adv_out, {"x": x_adv, "y": y, **extra}, {
-        "stage": "attack", "cell": list(cell), "seed": acfg.seed,  # type: ignore[attr-defined]
-        "surrogates": surrogates,
-        "params_hash": artifacts.params_hash(acfg.model_dump()), "wall_seconds": seconds, "device": str(ctx.device),
-    })
-    artifacts.write_json(dag.cell_path(*cell), row)
+    artifacts.save(paths.adv_path(*cell), {"x": x_adv, "y": y, **extra},
+                   record(ctx, cell, seconds, surrogates=surrogates))
+    artifacts.write_json(paths.cell_path(*cell), row)
     log.info("cell %s: clean %.1f%% robust %.1f%% -> %s", "/".join(cell), row["clean_acc"], row["robust_acc"],
-             dag.cell_path(*cell))
+             paths.cell_path(*cell))
 
 
-def inputs(ctx: Context, defense: str, reversion: str, victim: str, attack: str):  # type: ignore[no-untyped-def]
+def inputs(ctx: Context, defense: str, reversion: str, victim: str,
+           attack: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.nn.Module, dict[str, Any]]:
     """The attacker's input, labels, original images (first n_attacked), the victim, and input metadata."""
-    inp, meta = artifacts.load(dag.input_path(defense, reversion))
-    orig, _ = artifacts.load(dag.data_path("test"))
+    inp, meta = artifacts.load(paths.input_path(defense, reversion))
+    orig, _ = artifacts.load(paths.data_path("test"))
     n = n_attacked(ctx.params.attacks[attack], len(inp["x"]))
     x_in, y, x0 = (t[:n].to(ctx.device) for t in (inp["x"], inp["y"], orig["x"]))
-    return x_in, y, x0, load(victim, ctx.params, ctx.device), meta
+    return x_in, y, x0, ctx.model(victim), meta
 
 
-def run(ctx: Context, defense: str, reversion: str, victim: str, attack: str,
-        shard: tuple[int, int] | None = None) -> None:
+def run(ctx: Context, defense: str, reversion: str, victim: str, attack: str, shard: Shard | None = None) -> None:
     p = ctx.params
     acfg = p.attacks[attack]
     cell = (defense, reversion, victim, attack)
     x_in, y, x0, model, meta = inputs(ctx, *cell)
-    lo, hi = dag.shard_range(len(x_in), p.runtime.batch_size, shard)
-    surrogates = list(acfg.surrogates)  # type: ignore[attr-defined]
+    lo, hi = shard_range(len(x_in), p.runtime.batch_size, shard)
+    surrogates = list(acfg.surrogates)
     log.info("attack %s on victim %s%s, input %s/%s (images %d-%d of %d%s, eps=%.4g)", attack, victim,
              f" (transfer from {', '.join(surrogates)})" if surrogates else "", defense, reversion, lo, hi,
-             len(x_in), f", shard {dag.shard_suffix(shard)}" if shard else "", acfg.eps)  # type: ignore[attr-defined]
+             len(x_in), f", shard {paths.shard_suffix(shard)}" if shard else "", acfg.eps)
     t0 = time.perf_counter()
     advs = craft(ctx, attack, victim, x_in[lo:hi], y[lo:hi], lo, model)
     seconds = time.perf_counter() - t0
     if shard is None:
         score(ctx, cell, x_in, y, x0, model, advs, seconds, meta)
         return
-    out = dag.adv_shard_path(*cell, shard)
-    artifacts.save(out, {f"x_{name}": a for name, a in advs.items()}, {
-        "stage": "attack", "cell": list(cell), "shard": list(shard), "range": [lo, hi], "seed": acfg.seed,  # type: ignore[attr-defined]
-        "params_hash": artifacts.params_hash(acfg.model_dump()), "wall_seconds": seconds, "device": str(ctx.device),
-    })
-    log.info("shard %s of cell %s -> %s", dag.shard_suffix(shard), "/".join(cell), out)
+    out = paths.adv_shard_path(*cell, shard)
+    artifacts.save(out, {f"x_{name}": a for name, a in advs.items()},
+                   record(ctx, cell, seconds, shard=list(shard), range=[lo, hi]))
+    log.info("shard %s of cell %s -> %s", paths.shard_suffix(shard), "/".join(cell), out)

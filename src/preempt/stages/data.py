@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from .. import artifacts, dag
+from .. import artifacts, paths
 from ..data import DATASETS
 from ..runtime import log
 from . import Context
@@ -12,18 +12,18 @@ from . import Context
 
 def run(ctx: Context) -> None:
     cfg = ctx.params.dataset
-    entry = DATASETS[cfg.name]  # type: ignore[attr-defined]
+    entry = DATASETS[cfg.name]
     for split in ("train", "test"):
         t0 = time.perf_counter()
         data = entry.fn(cfg, split)
         x, y = data.x, data.y
         if split == "test":
-            x, y = x[: cfg.n_eval], y[: cfg.n_eval]  # type: ignore[attr-defined]
-        out = dag.data_path(split)
+            x, y = x[: cfg.n_eval], y[: cfg.n_eval]
+        out = paths.data_path(split)
         artifacts.save(out, {"x": x, "y": y}, {
-            "stage": "data", "dataset": cfg.name, "split": split, "n": len(y),  # type: ignore[attr-defined]
+            "stage": "data", "dataset": cfg.name, "split": split, "n": len(y),
             "image_shape": list(x.shape[1:]), "classes": list(data.classes),
             "mean": list(data.mean), "std": list(data.std),
             "params_hash": artifacts.params_hash(cfg.model_dump()), "wall_seconds": time.perf_counter() - t0,
         })
-        log.info("dataset %s/%s: %d images %s -> %s", cfg.name, split, len(y), tuple(x.shape[1:]), out)  # type: ignore[attr-defined]
+        log.info("dataset %s/%s: %d images %s -> %s", cfg.name, split, len(y), tuple(x.shape[1:]), out)

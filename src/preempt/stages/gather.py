@@ -8,20 +8,19 @@ the shards' compute time (what one job would have spent), not the wall time of t
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 
-from .. import artifacts, dag
+from .. import artifacts, paths
 from ..errors import PreemptError
 from ..runtime import log
 from . import Context
 from . import attack as attack_stage
+from . import defend as defend_stage
 
 
-def _load_shards(paths: list[str], n: int) -> tuple[list[dict[str, torch.Tensor]], float]:
+def _load_shards(shard_paths: list[str], n: int) -> tuple[list[dict[str, torch.Tensor]], float]:
     parts, seconds, end = [], 0.0, 0
-    for path in paths:
+    for path in shard_paths:
         data, meta = artifacts.load(path)
         lo, hi = meta["range"]
         if lo != end:
@@ -31,7 +30,7 @@ def _load_shards(paths: list[str], n: int) -> tuple[list[dict[str, torch.Tensor]
         seconds += meta["wall_seconds"]
         end = hi
     if end != n:
-        raise PreemptError(f"{paths[-1]}: shards end at image {end}, not {n}; rerun the workflow (a shard is stale)")
+        raise PreemptError(f"{shard_paths[-1]}: shards end at image {end}, not {n}; rerun the workflow (a shard is stale)")
     return parts, seconds
 
 
@@ -40,24 +39,21 @@ def run(ctx: Context, kind: str, *args: str) -> None:
     if kind == "re":
         (defense,) = args
         k = p.shards.defend
-        data, _ = artifacts.load(dag.data_path("test"))
+        data, _ = artifacts.load(paths.data_path("test"))
         n = len(data["x"])
-        parts, seconds = _load_shards([dag.re_shard_path(defense, (i, k)) for i in range(1, k + 1)], n)
+        parts, seconds = _load_shards([paths.re_shard_path(defense, (i, k)) for i in range(1, k + 1)], n)
         x_r = torch.cat([part["x"] for part in parts])
-        meta: dict[str, Any] = {
-            "stage": "defend", "defense": defense, "method": p.defenses[defense].method,  # type: ignore[attr-defined]
-            "seed": getattr(p.defenses[defense], "seed", 0), "shards": k,
-            "params_hash": artifacts.params_hash(p.defenses[defense].model_dump()), "wall_seconds": seconds,
-            "sec_per_image": seconds / max(n, 1), "device": str(ctx.device), "n": n,
-        }
-        artifacts.save(dag.re_path(defense), {"x": x_r, "y": data["y"]}, meta)
-        log.info("gathered %d shards of defense %s -> %s", k, defense, dag.re_path(defense))
-    elif kind == "adv":
-        cell = tuple(args)
+        artifacts.save(paths.re_path(defense), {"x": x_r, "y": data["y"]},
+                       defend_stage.record(ctx, defense, seconds, n, shards=k))
+        log.info("gathered %d shards of defense %s -> %s", k, defense, paths.re_path(defense))
+    elif kind == "adv" and len(args) == 4:
+        defense, reversion, victim, attack = args
+        cell = (defense, reversion, victim, attack)
         k = p.shards.attack
         x_in, y, x0, model, meta = attack_stage.inputs(ctx, *cell)
-        parts, seconds = _load_shards([dag.adv_shard_path(*cell, (i, k)) for i in range(1, k + 1)], len(x_in))  # type: ignore[arg-type]
+        parts, seconds = _load_shards([paths.adv_shard_path(*cell, (i, k)) for i in range(1, k + 1)], len(x_in))
         advs = {key.removeprefix("x_"): torch.cat([part[key] for part in parts]).to(ctx.device) for key in parts[0]}
-        attack_stage.score(ctx, cell, x_in, y, x0, model, advs, seconds, meta)  # type: ignore[arg-type]
+        attack_stage.score(ctx, cell, x_in, y, x0, model, advs, seconds, meta)
     else:
-        raise PreemptError(f"gather: unknown kind {kind!r}; use 're' or 'adv'")
+        raise PreemptError(f"gather {kind} {' '.join(args)}: use 'gather re DEFENSE' or "
+                           "'gather adv DEFENSE REVERSION VICTIM ATTACK'")

@@ -1,8 +1,8 @@
-"""Stage ``model NAME``: train, fetch or verify one model of the zoo (by its ``source``)."""
+"""Stage ``model NAME``: train, fetch or verify one model of the experiment (by its ``source``)."""
 
 from __future__ import annotations
 
-from .. import dag
+from .. import paths
 from ..models import SOURCES
 from ..runtime import log
 from . import Context
@@ -10,7 +10,7 @@ from . import Context
 
 def run(ctx: Context, name: str) -> None:
     cfg = ctx.params.models[name]
-    out = dag.model_path(name)
-    log.info("model %s (source=%s) -> %s", name, cfg.source, out)  # type: ignore[attr-defined]
-    info = SOURCES[cfg.source].fn.materialize(name, cfg, ctx.params, out, ctx.device)  # type: ignore[attr-defined]
+    out = paths.model_path(name)
+    log.info("model %s (source=%s) -> %s", name, cfg.source, out)
+    info = SOURCES[cfg.source].fn.materialize(name, cfg, ctx.env(), out)
     log.info("model %s ready: %s", name, ", ".join(f"{k}={v:.4g}" for k, v in info.items()))

@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .. import dag
+from .. import paths
 from ..artifacts import atomic_path
 from ..errors import PreemptError
 from ..runtime import log
@@ -34,17 +34,17 @@ def kernel_name() -> str:
 def run(ctx: Context, notebook: str) -> None:
     import papermill as pm
 
-    src = dag.notebook_path(notebook)
-    out, figs = Path(dag.report_path(notebook)), Path(dag.figures_dir(notebook))
+    src = paths.notebook_path(notebook)
+    out, figs = Path(paths.report_path(notebook)), Path(paths.figures_dir(notebook))
     figs.parent.mkdir(parents=True, exist_ok=True)
     tmp_figs = Path(tempfile.mkdtemp(prefix=f".{figs.name}.", dir=figs.parent))
     os.environ.setdefault("MPLBACKEND", "Agg")
     r = ctx.params.report
     parameters = {
-        "metrics_csv": os.path.abspath(dag.METRICS_CSV), "published_csv": os.path.abspath(dag.PUBLISHED_CSV),
+        "metrics_csv": os.path.abspath(paths.METRICS_CSV), "published_csv": os.path.abspath(paths.PUBLISHED_CSV),
         "figures_dir": str(tmp_figs.resolve()),
-        "data_path": os.path.abspath(dag.data_path("test")),
-        "re_paths": {d: os.path.abspath(dag.re_path(d)) for d in ctx.params.grid.names("defenses")},
+        "data_path": os.path.abspath(paths.data_path("test")),
+        "re_paths": {d: os.path.abspath(paths.re_path(d)) for d in ctx.params.grid.names("defenses")},
         "n_examples": r.n_examples, "perturbation_gain": r.perturbation_gain,
     }
     log.info("executing %s with papermill -> %s (figures in %s)", src, out, figs)

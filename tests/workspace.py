@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TIMING = ["sec_per_image", "attack_sec_per_image"]  # the metrics columns that differ between identical runs
 
 
@@ -50,6 +50,20 @@ def jobs_planned(cwd: Path) -> dict[str, int]:
         return {}
     table = out.split("Job stats:")[1].split("total")[0]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+(\d+)\s*$", table, re.M)}
+
+
+def slurm_profile(config_home: Path, **settings: Any) -> dict[str, str]:
+    """A user's Snakemake ``slurm`` profile under ``config_home`` (their ~/.config): installed as
+    ./setup.sh installs it (``python -m preempt slurm-profile``), then edited as a user edits it for
+    their cluster (``settings``: profile keys; ``default-resources`` entries are merged). Returns the
+    environment under which ``snakemake --profile slurm`` finds it."""
+    env = {"XDG_CONFIG_HOME": str(config_home)}
+    run(["python", "-m", "preempt", "slurm-profile"], ROOT, env=env)
+    path = config_home / "snakemake" / "slurm" / "config.yaml"
+    profile = yaml.safe_load(path.read_text())
+    resources = {**profile.get("default-resources", {}), **settings.pop("default-resources", {})}
+    path.write_text(yaml.safe_dump({**profile, **settings, "default-resources": resources}, sort_keys=False))
+    return env
 
 
 def write_params(dest: Path, params: dict[str, Any]) -> None:

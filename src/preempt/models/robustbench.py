@@ -18,21 +18,23 @@ with ``torch.load``'s default, which is ``weights_only=True`` since torch 2.6 (p
 from __future__ import annotations
 
 import os
+import pickle
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 import torch
 from pydantic import Field, model_validator
 from torch import nn
 
 from .. import artifacts
+from ..compat import import_robustbench
 from ..errors import PreemptError
-from ..registry import MethodConfig, closest
-from . import SOURCES, test_accuracy
+from ..registry import closest
+from . import SOURCES, Env, ModelConfig, test_accuracy
 
 
-class RobustBenchConfig(MethodConfig):
+class RobustBenchConfig(ModelConfig):
     source: Literal["robustbench"] = "robustbench"
     name: str
     dataset: Literal["cifar10", "cifar100", "imagenet"] = "cifar10"
@@ -48,10 +50,15 @@ class RobustBenchConfig(MethodConfig):
                              f"{closest(self.name, list(zoo))}")
         return self
 
+    def ref(self, models: Mapping[str, ModelConfig]) -> str:
+        return self.name
+
+    def external(self, name: str, fetch: bool) -> str | None:
+        files = fetch_weights(name, self) if fetch else check_present(name, self)
+        return ", ".join(map(str, files)) or "no weight file needed"
+
 
 def zoo_entries(dataset: str, threat_model: str) -> dict[str, Any]:
-    from ..compat import import_robustbench
-
     import_robustbench()
     from robustbench.model_zoo import model_dicts
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
@@ -90,7 +97,7 @@ def check_present(name: str, cfg: RobustBenchConfig) -> list[Path]:
     return files
 
 
-def fetch(name: str, cfg: RobustBenchConfig) -> list[Path]:
+def fetch_weights(name: str, cfg: RobustBenchConfig) -> list[Path]:
     """Download (if absent) through robustbench itself; used by ``python -m preempt prefetch``."""
     _load(cfg)
     return check_present(name, cfg)
@@ -99,10 +106,6 @@ def fetch(name: str, cfg: RobustBenchConfig) -> list[Path]:
 def _load(cfg: RobustBenchConfig) -> nn.Module:
     """``robustbench.load_model``. It calls ``torch.load`` with torch's default, which is
     ``weights_only=True`` since torch 2.6 (pyproject pins torch>=2.6), so pickled code is refused."""
-    from ..compat import import_robustbench
-
-    import pickle
-
     rb = import_robustbench()
     try:
         return rb.load_model(cfg.name, model_dir=str(artifacts.user_path(cfg.model_dir)),
@@ -114,24 +117,22 @@ def _load(cfg: RobustBenchConfig) -> nn.Module:
 
 
 class RobustBenchSource:
-    @staticmethod
-    def materialize(name: str, cfg: RobustBenchConfig, params: Any, out: str, device: torch.device) -> dict[str, Any]:
+    def materialize(self, name: str, cfg: RobustBenchConfig, env: Env, out: str) -> dict[str, Any]:
         files = check_present(name, cfg)
         digests = {str(f): artifacts.sha256(f) for f in files}
         if cfg.sha256 is not None and files and digests[str(files[0])] != cfg.sha256:
             raise PreemptError(f"{files[0]}: sha256 {digests[str(files[0])]} does not match models.{name}.sha256 "
                                f"{cfg.sha256}; the file is corrupted or another checkpoint; fetch it again")
         t0 = time.perf_counter()
-        acc = test_accuracy(_load(cfg), device)
+        acc = test_accuracy(_load(cfg), env)
         artifacts.save(out, {}, {
             "stage": "model", "model": name, "source": "robustbench", "zoo_name": cfg.name,
             "weight_files": digests, "clean_acc": acc, "wall_seconds": time.perf_counter() - t0,
-            "device": str(device), "params_hash": artifacts.params_hash(cfg.model_dump()),
+            "device": str(env.device), "params_hash": artifacts.params_hash(cfg.model_dump()),
         })
         return {"clean_acc": acc}
 
-    @staticmethod
-    def load(name: str, cfg: RobustBenchConfig, params: Any, path: str) -> nn.Module:
+    def load(self, name: str, cfg: RobustBenchConfig, env: Env, path: str) -> nn.Module:
         _, meta = artifacts.load(path)
         for f in check_present(name, cfg):
             if artifacts.sha256(f) != meta["weight_files"].get(str(f)):
@@ -140,4 +141,4 @@ class RobustBenchSource:
         return _load(cfg)
 
 
-SOURCES.register("robustbench", RobustBenchConfig)(RobustBenchSource)  # type: ignore[arg-type]
+SOURCES.register("robustbench", RobustBenchConfig)(RobustBenchSource())

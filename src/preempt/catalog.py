@@ -1,0 +1,53 @@
+"""``python -m preempt list``: every name params.yaml can use, the file that implements it, and
+what it is (the first line of its docstring). A name leads to one file: this is the index."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from .attacks import ATTACKS
+from .data import DATASETS
+from .defenses import DEFENSES
+from .models import ARCHS, SOURCES
+from .models.recipes import RECIPES
+from .paths import module_file
+from .registry import Entry, MethodConfig, Registry
+from .reversions import REVERSIONS
+
+# params.yaml key -> registry, in the order a reader meets them
+REGISTRIES: list[tuple[str, Registry[Any]]] = [
+    ("dataset.name", DATASETS), ("models.*.source", SOURCES), ("models.*.arch", ARCHS),
+    ("models.*.recipe.method", RECIPES), ("defenses.*.method", DEFENSES), ("attacks.*.method", ATTACKS),
+    ("reversions.*.method", REVERSIONS),
+]
+
+
+def summary(entry: Entry[Any]) -> str:
+    """One line saying what the entry is: the first docstring line of its config class, else of its
+    function (or source class), else of its module (own docstrings only, none inherited)."""
+    fn = entry.fn if inspect.isfunction(entry.fn) or inspect.isclass(entry.fn) else type(entry.fn)
+    config = entry.config if entry.config is not MethodConfig else None
+    for obj in (config, fn, inspect.getmodule(fn)):
+        doc = getattr(obj, "__doc__", None) if obj is not None else None
+        if doc and doc.strip():
+            return inspect.cleandoc(doc).splitlines()[0]
+    return ""
+
+
+def rows() -> list[tuple[str, str, str, str]]:
+    """(params.yaml key, name, file, summary) of every registered entry."""
+    return [(key, e.name, module_file(e.module), summary(e)) for key, reg in REGISTRIES for e in reg.entries()]
+
+
+def render() -> str:
+    lines: list[str] = []
+    for key, reg in REGISTRIES:
+        lines.append(f"{key}  ({reg.kind})")
+        entries = reg.entries()
+        width = max(len(e.name) for e in entries)
+        fwidth = max(len(module_file(e.module)) for e in entries)
+        for e in entries:
+            lines.append(f"  {e.name:<{width}}  {module_file(e.module):<{fwidth}}  {summary(e)}")
+        lines.append("")
+    return "\n".join(lines)
