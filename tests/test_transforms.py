@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from preempt.reversions import REVERSIONS
-from preempt.reversions.transforms import bitdepth, gaussian, resize_pad
+from preempt.reversions.bitdepth import bitdepth
+from preempt.reversions.gaussian import gaussian
+from preempt.reversions.resize_pad import resize_pad
 from preempt.runtime import generator
 
 

@@ -15,7 +15,8 @@ from preempt.metrics import accuracy, predict
 from preempt.models import frozen
 from preempt.models import ImageSpec
 from preempt.models.train import TrainConfig, fit
-from preempt.models.wrappers import Preprocessed, Transform, bpda, transform_entry
+from preempt.models.transform import transform_entry
+from preempt.models.wrappers import Preprocessed, Transform, bpda
 
 
 @pytest.fixture(scope="module")

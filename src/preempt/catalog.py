@@ -4,6 +4,7 @@ what it is (the first line of its docstring). A name leads to one file: this is 
 from __future__ import annotations
 
 import inspect
+import sys
 from typing import Any
 
 from .attacks import ATTACKS
@@ -25,11 +26,9 @@ REGISTRIES: list[tuple[str, Registry[Any]]] = [
 
 def summary(entry: Entry[Any]) -> str:
     """One line saying what the entry is: the first docstring line of its config class, else of its
-    function (or source class), else of its module (own docstrings only, none inherited)."""
-    fn = entry.fn if inspect.isfunction(entry.fn) or inspect.isclass(entry.fn) else type(entry.fn)
+    function (or source object), else of its module (the class's own docstring, not a base's)."""
     config = entry.config if entry.config is not MethodConfig else None
-    for obj in (config, fn, inspect.getmodule(fn)):
-        doc = getattr(obj, "__doc__", None) if obj is not None else None
+    for doc in (config.__doc__ if config else None, entry.fn.__doc__, sys.modules[entry.module].__doc__):
         if doc and doc.strip():
             return inspect.cleandoc(doc).splitlines()[0]
     return ""

@@ -61,7 +61,7 @@ class GridConfig(GridBlock):
         return list(dict.fromkeys(n for b in self.blocks().values() for n in getattr(b, field)))
 
     def main_cells(self) -> list[Cell]:
-        def hit(rule: dict[str, Any], cell: dict[str, str]) -> bool:
+        def hit(rule: dict[Any, str | list[str]], cell: dict[str, str]) -> bool:
             return all(cell[k] in ([v] if isinstance(v, str) else v) for k, v in rule.items())
 
         keys = ("defense", "reversion", "victim", "attack")

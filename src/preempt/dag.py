@@ -102,10 +102,10 @@ def build(p: Params) -> list[Stage]:
                             (f"models.{name}", "runtime"), tuple(with_sidecar(model_path(name)))))
     k_def, k_att = p.shards.defend, p.shards.attack
     for d in g.names("defenses"):
-        cfg = p.defenses[d]
-        deps = (*test, *_models(roles(cfg).values()),
-                *_code("preempt.stages.defend", DEFENSES[cfg.method].module))
-        params = (f"defenses.{d}", "runtime")
+        dcfg = p.defenses[d]
+        deps = (*test, *_models(roles(dcfg).values()),
+                *_code("preempt.stages.defend", DEFENSES[dcfg.method].module))
+        params: tuple[str, ...] = (f"defenses.{d}", "runtime")
         if k_def == 1:
             stages.append(Stage("defend", (d,), deps, params, tuple(with_sidecar(re_path(d)))))
             continue
@@ -121,7 +121,7 @@ def build(p: Params) -> list[Stage]:
             "revert", (d, r),
             (re_path(d), *_models(dict.fromkeys([*model_refs(rcfg), *(
                  roles(p.defenses[d]).values() if rcfg.uses_defense_models() else [])])),
-             *_code("preempt.stages.revert", REVERSIONS[rcfg.method].module,
+             *_code("preempt.stages.revert", REVERSIONS[rcfg.method].module, *rcfg.code_modules(),
                     DEFENSES[p.defenses[d].method].module)),
             (f"reversions.{r}", f"defenses.{d}", "runtime"), tuple(with_sidecar(input_path(d, r)))))
     for d, r, v, a in cells:

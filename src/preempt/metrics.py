@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import nn
@@ -34,8 +35,9 @@ def ssim(x: torch.Tensor, ref: torch.Tensor, kernel_size: int = 11, sigma: float
 
     side = min(x.shape[-2:])
     k = min(kernel_size, side if side % 2 else side - 1)
-    return float(structural_similarity_index_measure(x.float(), ref.float(), data_range=1.0,
-                                                     kernel_size=k, sigma=sigma))
+    value = structural_similarity_index_measure(x.float(), ref.float(), data_range=1.0, kernel_size=k, sigma=sigma)
+    assert isinstance(value, torch.Tensor)  # a tuple only with return_full_image/return_contrast_sensitivity
+    return float(value)
 
 
 def lpips_weights_file(net: str) -> Path:
@@ -45,7 +47,7 @@ def lpips_weights_file(net: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
-def lpips(x: torch.Tensor, ref: torch.Tensor, net: str = "alex") -> tuple[float | None, str]:
+def lpips(x: torch.Tensor, ref: torch.Tensor, net: Literal["alex", "vgg", "squeeze"] = "alex") -> tuple[float | None, str]:
     """LPIPS (torchmetrics) when the ImageNet backbone weights are on disk; else (None, why).
 
     torchmetrics ships LPIPS' linear heads but the backbone comes from torchvision's download,

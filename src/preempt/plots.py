@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -126,9 +127,9 @@ def examples_figure(x: torch.Tensor, res: dict[str, torch.Tensor], path: str | P
     rows = 1 + 2 * len(defs)
     fig, axes = plt.subplots(rows, n, figsize=(1.2 * n, 1.3 * rows), squeeze=False)
 
-    def show(ax, img: torch.Tensor, title: str | None) -> None:  # type: ignore[no-untyped-def]
-        img = img.clamp(0, 1).permute(1, 2, 0).numpy()
-        ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    def show(ax: Any, img: torch.Tensor, title: str | None) -> None:
+        hwc = img.clamp(0, 1).permute(1, 2, 0).numpy()
+        ax.imshow(hwc.squeeze(-1) if hwc.shape[-1] == 1 else hwc, cmap="gray", vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
         if title:

@@ -100,8 +100,9 @@ class Registry(Generic[F]):
         def deco(fn: F) -> F:
             if name in self._entries:
                 raise RuntimeError(f"{self.kind} '{name}' registered twice")
-            module = getattr(fn, "__module__", None) or getattr(getattr(fn, "func", None), "__module__", "")
-            self._entries[name] = Entry(name, fn, config, module)
+            # a functools.partial reports functools as its module: use the wrapped function's
+            module = getattr(getattr(fn, "func", None), "__module__", None) or getattr(fn, "__module__", "")
+            self._entries[name] = Entry(name, fn, config, str(module))
             return fn
 
         return deco

@@ -12,7 +12,7 @@ images of the cell are attacked (the first n_ex), as in RobustBench.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -38,7 +38,7 @@ class AutoAttackConfig(AttackConfig):
         return f"autoattack/{self.version}/{self.norm}/{self.eps:.4f}"
 
 
-def build(model: nn.Module, cfg: AutoAttackConfig, device: torch.device | str):  # type: ignore[no-untyped-def]
+def build(model: nn.Module, cfg: AutoAttackConfig, device: torch.device | str) -> Any:
     """A pyautoattack.AutoAttack configured by ``cfg`` (the one place its knobs are set)."""
     from pyautoattack import AutoAttack
 

@@ -22,7 +22,7 @@ from . import ATTACKS, AttackConfig
 
 class CWConfig(AttackConfig):
     method: Literal["cw"] = "cw"
-    norm: Literal["L2"] = "L2"  # type: ignore[assignment]
+    norm: Literal["L2"] = "L2"
     eps: float = Field(ge=0, le=100, description="L2 radius the result is projected to")
     binary_search_steps: int = Field(9, ge=1)
     steps: int = Field(10000, ge=1, description="Adam steps per binary-search step")

@@ -22,11 +22,13 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..reversions.transforms import resize_pad
+from ..reversions.resize_pad import resize_pad
 from . import ATTACKS, AttackConfig, project, signed_step
 
 
 class IFGSMConfig(AttackConfig):
+    """I-FGSM (Kurakin et al., 2017): iterated signed-gradient steps from the clean input."""
+
     method: Literal["ifgsm", "mifgsm", "difgsm"] = "ifgsm"
     steps: int = Field(20, ge=1)
     alpha: float | None = Field(None, gt=0, description="step size; default eps/steps")
@@ -36,12 +38,16 @@ class IFGSMConfig(AttackConfig):
 
 
 class MIFGSMConfig(IFGSMConfig):
-    method: Literal["mifgsm"] = "mifgsm"  # type: ignore[assignment]
+    """MI-FGSM (Dong et al., 2018): I-FGSM with momentum over L1-normalised gradients."""
+
+    method: Literal["mifgsm"] = "mifgsm"
     momentum: float = Field(1.0, ge=0)
 
 
 class DIFGSMConfig(IFGSMConfig):
-    method: Literal["difgsm"] = "difgsm"  # type: ignore[assignment]
+    """DI-FGSM (Xie et al., 2019): I-FGSM on randomly resized-and-padded inputs."""
+
+    method: Literal["difgsm"] = "difgsm"
     diversity_prob: float = Field(0.5, ge=0, le=1)
 
 

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-from . import ATTACKS, AttackConfig, eot_grad, input_grad, project, signed_step, uniform_ball
+from . import ATTACKS, AttackConfig, Norm, eot_grad, input_grad, project, signed_step, uniform_ball
 
 
 class PGDConfig(AttackConfig):
@@ -43,16 +43,16 @@ def cw_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float, steps: int,
-        norm: str = "Linf", random_start: bool = True, generator: torch.Generator | None = None,
+        norm: Norm = "Linf", random_start: bool = True, generator: torch.Generator | None = None,
         loss: str = "ce", eot_iter: int = 1) -> torch.Tensor:
     """Untargeted PGD inside the eps-ball around ``x``."""
     grad_fn = cw_grad if loss == "cw" else input_grad
     adv = x.clone()
     if random_start and eps > 0:
         gen = generator if generator is not None else torch.Generator(device=x.device).manual_seed(0)
-        adv = project(x + uniform_ball(x.shape, eps, norm, gen, x.device), x, eps, norm)  # type: ignore[arg-type]
+        adv = project(x + uniform_ball(x.shape, eps, norm, gen, x.device), x, eps, norm)
     for _ in range(steps):
-        adv = project(adv + signed_step(eot_grad(grad_fn, model, adv, y, eot_iter), alpha, norm), x, eps, norm)  # type: ignore[arg-type]
+        adv = project(adv + signed_step(eot_grad(grad_fn, model, adv, y, eot_iter), alpha, norm), x, eps, norm)
     return adv.detach()
 
 

@@ -29,5 +29,5 @@ class DatasetConfig(MethodConfig):
     n_eval: int = Field(500, ge=1, description="first n test images that are defended and attacked")
 
 
-Loader = Callable[[DatasetConfig, Literal["train", "test"]], Split]
+Loader = Callable[..., Split]  # (its DatasetConfig subclass, "train" | "test") -> Split
 DATASETS: Registry[Loader] = Registry("dataset", __name__, key="name")

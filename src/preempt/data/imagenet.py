@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Any, Callable, Literal
 
 import torch
 from pydantic import Field
@@ -55,7 +55,7 @@ def class_index() -> dict[str, int]:
     return json.loads((helper_files() / "imagenet_class_to_id_map.json").read_text())
 
 
-def _transform(name: str):  # type: ignore[no-untyped-def]
+def _transform(name: str) -> Callable[[Any], torch.Tensor]:
     from torchvision import transforms as T
 
     if name == "Res224":
@@ -77,7 +77,8 @@ def imagenet(cfg: ImageNetConfig, split: Literal["train", "test"]) -> Split:
         raise PreemptError(f"dataset.root: ImageNet validation folder {root} not found; get ILSVRC2012 val from "
                            "image-net.org, arrange it as root/<wnid>/<file>.JPEG (ImageFolder layout) and set dataset.root")
     tf = _transform(cfg.preprocessing)
-    xs, ys = [], []
+    xs: list[torch.Tensor] = []
+    ys: list[int] = []
     for rel in subset()[: cfg.n_eval]:
         path = root / rel
         if not path.is_file():

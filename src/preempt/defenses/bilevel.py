@@ -34,6 +34,8 @@ from . import DEFENSES, DefenseConfig, LabelSource, ModelName, labels
 
 
 class BiLevelConfig(DefenseConfig):
+    """Bi-Level preemptive robustification (Moon et al., 2022): min over x_r of the inner attack's loss."""
+
     method: Literal["bilevel"] = "bilevel"
     classifier: ModelName
     backbone: ModelName

@@ -31,7 +31,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from ..attacks import input_grad, project, signed_step, uniform_ball
+from ..attacks import Norm, input_grad, project, signed_step, uniform_ball
 from . import DEFENSES, DefenseConfig, LabelSource, ModelName, labels
 
 SCHEDULE_RE = re.compile(r"^(?:[FB]\d{1,4})+$")
@@ -81,13 +81,13 @@ class MCGSConfig(DefenseConfig):
 
 
 def smoothed_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,
-                  n: int, norm: str, ascend: bool, generator: torch.Generator, chunk_size: int,
+                  n: int, norm: Norm, ascend: bool, generator: torch.Generator, chunk_size: int,
                   random_start: bool = True) -> torch.Tensor:
     """Mean over N random starts of a one-step FGSM (ascending or descending) around ``x``."""
     b = x.shape[0]
     starts = x.unsqueeze(0).expand(n, *x.shape).reshape(n * b, *x.shape[1:])
     if random_start:
-        starts = (starts + uniform_ball(starts.shape, eps, norm, generator, x.device)).clamp(0, 1)  # type: ignore[arg-type]
+        starts = (starts + uniform_ball(starts.shape, eps, norm, generator, x.device)).clamp(0, 1)
     centers = x.repeat(n, *([1] * (x.dim() - 1)))
     targets = y.repeat(n)
     out = torch.empty_like(starts)
@@ -95,7 +95,7 @@ def smoothed_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
     for i in range(0, n * b, chunk_size):
         s, c = starts[i:i + chunk_size], centers[i:i + chunk_size]
         g = input_grad(model, s, targets[i:i + chunk_size])
-        out[i:i + chunk_size] = project(s + sign * signed_step(g, alpha, norm), c, eps, norm)  # type: ignore[arg-type]
+        out[i:i + chunk_size] = project(s + sign * signed_step(g, alpha, norm), c, eps, norm)
     return out.view(n, b, *x.shape[1:]).mean(0)
 
 

@@ -96,6 +96,9 @@ ArchName = Annotated[str, AfterValidator(_known_arch)]  # a config field naming 
 class Normalized(nn.Module):
     """Takes images in [0, 1]; normalizes with the dataset's mean/std before the network."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.net = net

@@ -22,6 +22,7 @@ from . import ARCHS
 
 @ARCHS.register("mlp")
 def mlp(in_shape: tuple[int, int, int], n_classes: int, hidden: int = 256) -> nn.Module:
+    """Multilayer perceptron, two hidden layers of 256 ReLU units."""
     c, h, w = in_shape
     return nn.Sequential(
         nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
@@ -31,6 +32,7 @@ def mlp(in_shape: tuple[int, int, int], n_classes: int, hidden: int = 256) -> nn
 
 @ARCHS.register("cnn")
 def cnn(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    """Small CNN: three 3x3 convolutions (32-64-64), max and average pooling, two dense layers."""
     return nn.Sequential(
         nn.Conv2d(in_shape[0], 32, 3, padding=1), nn.ReLU(),
         nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -41,6 +43,7 @@ def cnn(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
 
 @ARCHS.register("vgg_small")
 def vgg_small(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    """Plain VGG-style network: five 3x3 conv-BN-ReLU layers (16-32-32-64-64), no residuals."""
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
 
@@ -108,4 +111,7 @@ def _resnet(n_blocks: int, in_shape: tuple[int, int, int], n_classes: int) -> nn
 
 
 for _depth in (8, 14, 20, 32, 44, 56):
-    ARCHS.register(f"resnet{_depth}")(partial(_resnet, (_depth - 2) // 6))
+    _factory = partial(_resnet, (_depth - 2) // 6)
+    _factory.__doc__ = (f"CIFAR ResNet-{_depth} (He et al., option-A shortcuts; akamaster's parameter names), "
+                        f"{(_depth - 2) // 6} block(s) per stage.")
+    ARCHS.register(f"resnet{_depth}")(_factory)

@@ -41,6 +41,8 @@ from .wrappers import Preprocessed
 
 
 class JATPConfig(OptimConfig, ModelConfig):
+    """JATP (Zhou et al., 2021): a denoiser trained jointly with its target against full adversarial examples."""
+
     source: Literal["jatp"] = "jatp"
     target: ModelName
     denoiser_from: ModelName | None = None
@@ -78,7 +80,7 @@ class Denoiser(nn.Module):
         self.blocks = nn.Sequential(*[_Block(width) for _ in range(blocks)])
         self.tail = nn.Conv2d(width, channels, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
+        nn.init.zeros_(self.tail.bias)  # type: ignore[arg-type]  # Conv2d's bias exists (bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = x + self.tail(self.blocks(self.head(x)))

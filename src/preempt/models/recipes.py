@@ -46,12 +46,14 @@ class FGSMRecipe(MethodConfig):
 @RECIPES.register("standard", StandardRecipe)
 def standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: StandardRecipe,
              generator: torch.Generator) -> torch.Tensor:
+    """Standard training on clean images."""
     return x
 
 
 @RECIPES.register("pgd_at", PGDRecipe)
 def pgd_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: PGDRecipe,
            generator: torch.Generator) -> torch.Tensor:
+    """PGD adversarial training (Madry et al., 2018): train on PGD-``steps`` examples."""
     alpha = cfg.alpha if cfg.alpha is not None else 2.5 * cfg.eps / cfg.steps
     return pgd(model, x, y, eps=cfg.eps, alpha=alpha, steps=cfg.steps, norm=cfg.norm, generator=generator)
 
@@ -59,14 +61,16 @@ def pgd_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: PGDRecipe
 @RECIPES.register("fgsm_at", FGSMRecipe)
 def fgsm_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: FGSMRecipe,
             generator: torch.Generator) -> torch.Tensor:
+    """Fast adversarial training (Wong et al., 2020): FGSM from a random start, step 1.25 eps."""
     alpha = cfg.alpha if cfg.alpha is not None else 1.25 * cfg.eps
     start = project(x + uniform_ball(x.shape, cfg.eps, cfg.norm, generator, x.device), x, cfg.eps, cfg.norm)
     return project(start + signed_step(input_grad(model, start, y), alpha, cfg.norm), x, cfg.eps, cfg.norm)
 
 
 class PreemptiveATRecipe(MethodConfig):
-    """Moon et al. (AAAI 2022), Algorithm 2: train on the worst case *after* preemptive
-    robustification, so the deployed model suits the defense. Per batch: x_r = Bi-Level
+    """Preemptively robust training (Moon et al., 2022, Algorithm 2): PGD from Bi-Level REs.
+
+    Train on the worst case *after* preemptive robustification, so the deployed model suits the defense. Per batch: x_r = Bi-Level
     robustification of x (ground-truth labels, ``outer_iters`` outer steps; 100 at test time, a few
     in training as in adversarial training's short inner loops), then PGD-``steps`` from x_r with
     budget ``attack_eps`` (default eps); the update uses that adversarial example."""

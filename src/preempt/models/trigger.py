@@ -45,6 +45,8 @@ class TriggerConfig(TrainConfig):
 
 
 class AddTrigger(nn.Module):
+    tau: torch.Tensor
+
     def __init__(self, tau: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("tau", tau.detach().clone())

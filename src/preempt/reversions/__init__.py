@@ -34,6 +34,8 @@ class TransformConfig(ReversionConfig):
 
 
 class NoReversion(ReversionConfig):
+    """No reversion: the attacker attacks the robust example as released."""
+
     method: Literal["none"] = "none"
 
 

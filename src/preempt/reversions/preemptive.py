@@ -6,11 +6,7 @@ classifier (leave ``backbone`` unset: the defense's own models, whatever each de
 same architecture, other weights; black-box: another architecture. Which one a config entry is
 follows from the models it names.
 
-``reconstruct`` is Moon et al.'s adaptive attack on Bi-Level ("original-image reconstruction"):
-the same dynamics with reversed direction, started at x_r (``reverse: true`` of the defense), so
-x~ = defend_reversed(x_r). The attack that follows sweeps its budget eps' (attack entries with
-``threat_eps`` = the defense's eps count an example robust when it leaves that ball of the
-original).
+Moon et al.'s reconstruction attack (``reconstruct``) re-runs the defense too: see reconstruct.py.
 """
 
 from __future__ import annotations
@@ -23,8 +19,9 @@ from ..registry import ModelName
 from . import REVERSIONS, ReversionConfig
 
 
-class PreemptiveConfig(ReversionConfig):
-    method: Literal["preemptive"] = "preemptive"
+class RedefendConfig(ReversionConfig):
+    """Fields of the reversions that re-run the defense (this one and ``reconstruct``)."""
+
     backbone: ModelName | None = None  # None: the defender's own models (white-box)
     classifier: ModelName | None = None  # labels for the re-run; default: the attacker's backbone
 
@@ -33,22 +30,19 @@ class PreemptiveConfig(ReversionConfig):
         return self.backbone is None
 
 
-class ReconstructConfig(PreemptiveConfig):
-    method: Literal["reconstruct"] = "reconstruct"  # type: ignore[assignment]
+class PreemptiveConfig(RedefendConfig):
+    """Preemptive reversion: re-run the defense on x_r with the attacker's models and reflect."""
+
+    method: Literal["preemptive"] = "preemptive"
 
 
-def _roles(cfg: PreemptiveConfig) -> dict[str, str]:
+def roles(cfg: RedefendConfig) -> dict[str, str]:
+    """The models the re-run uses: {} (the defender's own) or the attacker's backbone and labeller."""
     return {} if cfg.backbone is None else {"backbone": cfg.backbone, "classifier": cfg.classifier or cfg.backbone}
-
-
-@REVERSIONS.register("reconstruct", ReconstructConfig)
-def reconstruct(x_r: torch.Tensor, *, cfg: ReconstructConfig,
-                redefend: Callable[..., torch.Tensor], **_: Any) -> torch.Tensor:
-    return redefend(x_r, _roles(cfg), reverse=True).clamp(0.0, 1.0)
 
 
 @REVERSIONS.register("preemptive", PreemptiveConfig)
 def preemptive(x_r: torch.Tensor, *, cfg: PreemptiveConfig,
                redefend: Callable[..., torch.Tensor], **_: Any) -> torch.Tensor:
-    x_def = redefend(x_r, _roles(cfg))
+    x_def = redefend(x_r, roles(cfg))
     return (x_r - (x_def - x_r)).clamp(0.0, 1.0)
