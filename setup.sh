@@ -9,4 +9,7 @@ PY=${PYTHON:-python3}
 # DVC and git: the workflow records provenance in dvc.lock, which needs a git work tree.
 [ -d .git ] || git init -q
 "$PY" -m preempt dag --write >/dev/null
+# Your Snakemake profile 'slurm' (for `snakemake --cores 8 --profile slurm`): installed from
+# workflow/slurm-profile.yaml only where you have none; it says where it is.
+"$PY" -m preempt slurm-profile
 echo "preempt is set up: run 'snakemake --cores 2' (or 'dvc repro')."

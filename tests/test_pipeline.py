@@ -2,8 +2,9 @@
 
 Pins the contract of the foundation: metrics table and executed notebooks come out; after a
 Snakemake run `dvc status` is clean and `dvc repro` reruns nothing; after `dvc repro`,
-`snakemake -n` has nothing to do; editing one defense parameter reruns only that defense's cells;
-both drivers give the same numbers; bad params fail before any job with one line.
+`snakemake -n` has nothing to do; editing one defense parameter reruns only that defense's cells
+(tests/test_edits.py does the same for every kind of value, with both drivers); both drivers give
+the same numbers; bad params fail before any job with one line.
 """
 
 from __future__ import annotations

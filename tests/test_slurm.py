@@ -1,10 +1,13 @@
 """The small experiment on a real one-node SLURM cluster (slurmctld + slurmd + munge on
-localhost, started by tests/slurm/cluster.sh), through the repository's SLURM profile.
+localhost, started by tests/slurm/cluster.sh), with the user's command verbatim:
+``snakemake --cores 8 --profile slurm``.
 
-Test overrides, nothing else: the partition of the test cluster (`debug`), `--slurm-no-account`
-(no accounting database), small per-job resources (the node has 2 CPUs), short status-check
-intervals. Asserts that the jobs went through sbatch (the executor's SLURM job ids and
-slurmctld's allocation log) and that metrics.csv equals the local run's.
+The profile is installed as ./setup.sh installs it, into the test's own user config dir
+(XDG_CONFIG_HOME), and the test cluster's settings reach it as a user's would: edited into that
+profile (the one-node partition `debug`, no accounting database, `squeue` status, short status
+intervals) and, for the per-job resources (the node has 2 CPUs), params.yaml's `resources`.
+Asserts that the jobs went through sbatch (the executor's SLURM job ids and slurmctld's
+allocation log) and that metrics.csv equals the local run's.
 
 Runs where SLURM is installed or can be installed (root and apt-get, as in CI); elsewhere it is
 skipped with a loud warning.
@@ -23,7 +26,7 @@ import pytest
 
 from conftest import ROOT
 from preempt.config import RESOURCE_DEFAULTS
-from workspace import TIMING, make, run, small_params
+from workspace import TIMING, make, run, slurm_profile, small_params
 
 pytestmark = pytest.mark.pipeline
 CLUSTER = ROOT / "tests" / "slurm" / "cluster.sh"
@@ -47,10 +50,11 @@ def test_small_experiment_through_sbatch_equals_the_local_run(cluster: Path, sma
     raw = small_params()
     # resources are not stage params: they change what sbatch is asked for, never a result
     raw["resources"] = {fam: {"gpus": 0, "mem_mb": 500, "cpus_per_task": 1, "runtime": 30} for fam in RESOURCE_DEFAULTS}
-    ws = make(tmp_path, raw)
-    out = run(["snakemake", "--profile", "workflow/profiles/slurm", "--default-resources", "slurm_partition=debug",
-               "--slurm-no-account", "--jobs", "4", "--slurm-init-seconds-before-status-checks", "2",
-               "--seconds-between-status-checks", "3"], ws, timeout=1800)
+    ws = make(tmp_path / "ws", raw) if (tmp_path / "ws").mkdir() is None else tmp_path
+    env = slurm_profile(tmp_path / "home-config", **{
+        "default-resources": {"slurm_partition": "debug"}, "slurm-no-account": True, "slurm-status-command": "squeue",
+        "jobs": 4, "slurm-init-seconds-before-status-checks": 2, "seconds-between-status-checks": 3})
+    out = run(["snakemake", "--cores", "8", "--profile", "slurm"], ws, env=env, timeout=1800)
     log = out.stdout + out.stderr
     slurm_ids = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
     local_rules = {"aggregate", "report__results", "all"}

@@ -43,13 +43,33 @@ def make(dest: Path, params: dict[str, Any], dag: bool = True, root: Path = ROOT
     return dest
 
 
-def jobs_planned(cwd: Path) -> dict[str, int]:
-    """Rule -> job count that `snakemake -n` plans (empty when there is nothing to do)."""
-    out = run(["snakemake", "-n", "--cores", "2"], cwd).stdout
-    if "Nothing to be done" in out:
+def job_stats(out: str) -> dict[str, int]:
+    """Rule -> job count from the "Job stats:" table Snakemake prints before it runs (or dry-runs)
+    anything; empty when there is nothing to do."""
+    if "Nothing to be done" in out or "Job stats:" not in out:
         return {}
     table = out.split("Job stats:")[1].split("total")[0]
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+(\d+)\s*$", table, re.M)}
+
+
+def jobs_planned(cwd: Path) -> dict[str, int]:
+    """Rule -> job count that `snakemake -n` plans (empty when there is nothing to do)."""
+    return job_stats(run(["snakemake", "-n", "--cores", "2"], cwd).stdout)
+
+
+def edit_params(cwd: Path, key: str, value: Any) -> None:
+    """Change one value of params.yaml, as a user does in an editor: only that line changes."""
+    path = cwd / "params.yaml"
+    raw = yaml.safe_load(path.read_text())
+    node = raw
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    before = path.read_text().splitlines()
+    after = yaml.safe_dump(raw, sort_keys=False).splitlines()
+    assert len(before) == len(after) and sum(a != b for a, b in zip(before, after)) == 1, key
+    path.write_text("\n".join(after) + "\n")
 
 
 def slurm_profile(config_home: Path, **settings: Any) -> dict[str, str]:
