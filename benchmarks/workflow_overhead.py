@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 from _common import ROOT
-from preempt import config, dag, paths
+from preempt import config, dag
 from workspace import jobs_planned, make, run, small_params
 
 

@@ -400,7 +400,7 @@ if pytest is not None:
         unknown = analysis.unknown_modules()
         assert not unknown, (
             "modules whose top-level name has no layer: add the name to LAYERS in "
-            f"tests/test_layers.py (decide its layer):\n" + "\n".join(f"  {m}" for m in unknown))
+            "tests/test_layers.py (decide its layer):\n" + "\n".join(f"  {m}" for m in unknown))
 
     def test_no_module_cycles(analysis: Analysis) -> None:
         cyc = analysis.module_cycles()

@@ -57,19 +57,21 @@ def jobs_planned(cwd: Path) -> dict[str, int]:
     return job_stats(run(["snakemake", "-n", "--cores", "2"], cwd).stdout)
 
 
-def edit_params(cwd: Path, key: str, value: Any) -> None:
-    """Change one value of params.yaml, as a user does in an editor: only that line changes."""
+def edit_params(cwd: Path, key: str, value: Any) -> Any:
+    """Change one value of params.yaml, as a user does in an editor (only that line changes);
+    returns the value it had."""
     path = cwd / "params.yaml"
     raw = yaml.safe_load(path.read_text())
     node = raw
     *parents, last = key.split(".")
     for part in parents:
         node = node[part]
-    node[last] = value
+    old, node[last] = node[last], value
     before = path.read_text().splitlines()
     after = yaml.safe_dump(raw, sort_keys=False).splitlines()
     assert len(before) == len(after) and sum(a != b for a, b in zip(before, after)) == 1, key
     path.write_text("\n".join(after) + "\n")
+    return old
 
 
 def slurm_profile(config_home: Path, **settings: Any) -> dict[str, str]:

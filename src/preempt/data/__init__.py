@@ -7,7 +7,7 @@ Datasets are selected by ``dataset.name`` in params.yaml. An entry returns a ``S
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
 import torch
 from pydantic import Field

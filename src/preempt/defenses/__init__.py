@@ -8,13 +8,13 @@ roles, so every defense is attackable by reversion without extra code.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal, Mapping
+from typing import Callable, Literal, Mapping
 
 import torch
 from torch import nn
 
 from ..metrics import predict
-from ..registry import MethodConfig, ModelName, Registry, is_model_ref
+from ..registry import MethodConfig, Registry, is_model_ref
 
 Defense = Callable[..., torch.Tensor]
 DEFENSES: Registry[Defense] = Registry("defense", __name__)

@@ -30,7 +30,8 @@ from torch import nn
 
 from ..attacks import input_grad, project
 from ..attacks.pgd import pgd
-from . import DEFENSES, DefenseConfig, LabelSource, ModelName, labels
+from ..registry import ModelName
+from . import DEFENSES, DefenseConfig, LabelSource, labels
 
 
 class BiLevelConfig(DefenseConfig):

@@ -32,7 +32,8 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from ..attacks import Norm, input_grad, project, signed_step, uniform_ball
-from . import DEFENSES, DefenseConfig, LabelSource, ModelName, labels
+from ..registry import ModelName
+from . import DEFENSES, DefenseConfig, LabelSource, labels
 
 SCHEDULE_RE = re.compile(r"^(?:[FB]\d{1,4})+$")
 GROUP_RE = re.compile(r"\(((?:[FB]\d{1,4})+)\)x(\d{1,4})(?!\d)")
