@@ -40,13 +40,11 @@ def rows() -> list[tuple[str, str, str, str]]:
 
 
 def render() -> str:
+    """The index as text: one block per params.yaml key, one aligned line per name."""
+    table = rows()
     lines: list[str] = []
     for key, reg in REGISTRIES:
-        lines.append(f"{key}  ({reg.kind})")
-        entries = reg.entries()
-        width = max(len(e.name) for e in entries)
-        fwidth = max(len(module_file(e.module)) for e in entries)
-        for e in entries:
-            lines.append(f"  {e.name:<{width}}  {module_file(e.module):<{fwidth}}  {summary(e)}")
-        lines.append("")
+        block = [r for r in table if r[0] == key]
+        width, fwidth = (max(len(r[i]) for r in block) for i in (1, 2))
+        lines += [f"{key}  ({reg.kind})", *(f"  {name:<{width}}  {file:<{fwidth}}  {doc}" for _, name, file, doc in block), ""]
     return "\n".join(lines)

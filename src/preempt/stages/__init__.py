@@ -9,6 +9,7 @@ frozen model on the stage's device and hands it to the methods, which never look
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -26,14 +27,16 @@ class Context:
     params: Params
     device: torch.device
 
+    @cached_property
     def env(self) -> Env:
-        """What a model source may use: the image spec, the data splits, the other models."""
+        """What a model source may use: the image spec, the data splits, the other models (built
+        once per stage: the spec comes from the data sidecar)."""
         return Env(spec=ImageSpec.of_meta(artifacts.load_meta(paths.data_path("test"))), device=self.device,
                    configs=self.params.models, data=_split, model=self._base_model, stored=_stored)
 
     def _deploy(self, name: str) -> nn.Module:
         cfg = self.params.models[name]
-        return SOURCES[cfg.source].fn.load(name, cfg, self.env(), paths.model_path(name))
+        return SOURCES[cfg.source].fn.load(name, cfg, self.env, paths.model_path(name))
 
     def _base_model(self, name: str) -> nn.Module:
         """A model another model is built from (a wrapper's base, a denoiser's target): frozen, on
@@ -43,7 +46,7 @@ class Context:
     def model(self, name: str) -> nn.Module:
         """Model ``name`` of the experiment from its stage output, frozen, on the stage's device,
         with the runtime's GPU options (``runtime.accelerate``). Each call loads a fresh copy."""
-        return runtime.accelerate(frozen(self._deploy(name), self.device), self.params.runtime, self.device)
+        return runtime.accelerate(self._base_model(name), self.params.runtime, self.device)
 
     def role_models(self, cfg: DefenseConfig, cache: dict[str, nn.Module] | None = None) -> dict[str, nn.Module]:
         """Role (``classifier``, ``backbone``, ...) -> model, for a defense; ``cache`` shares

@@ -12,5 +12,5 @@ def run(ctx: Context, name: str) -> None:
     cfg = ctx.params.models[name]
     out = paths.model_path(name)
     log.info("model %s (source=%s) -> %s", name, cfg.source, out)
-    info = SOURCES[cfg.source].fn.materialize(name, cfg, ctx.env(), out)
+    info = SOURCES[cfg.source].fn.materialize(name, cfg, ctx.env, out)
     log.info("model %s ready: %s", name, ", ".join(f"{k}={v:.4g}" for k, v in info.items()))
