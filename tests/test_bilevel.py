@@ -78,3 +78,20 @@ def test_bilevel_runs_with_labels_predicted_in_inference_mode(linear, images) ->
     cfg = entry.config(classifier="c", backbone="b", eps=0.1, max_iter=2, inner_steps=2)
     xr = entry.fn(images, cfg=cfg, models={"classifier": linear, "backbone": linear}, y_true=None, generator=generator(0))
     assert xr.shape == images.shape
+
+
+@pytest.mark.parametrize("norm,eps,lr", [("Linf", 0.1, None), ("L2", 0.5, 0.05)])
+def test_trace_records_moon_figs_4_and_5_without_changing_the_res(linear, images, norm, eps, lr) -> None:
+    """Per image and outer iteration: the update-gradient norm (Fig. 5) and the inner attack's loss;
+    after the loop, the worst-case loss of the final RE (Fig. 4's h~(x_r))."""
+    y = linear(images).argmax(1)
+    cfg = BiLevelConfig(classifier="c", backbone="b", eps=eps, max_iter=7, inner_steps=3, norm=norm, lr=lr)
+    plain = robustify(images, y, linear, cfg, generator(0))
+    trace: dict[str, list[torch.Tensor]] = {}
+    traced = robustify(images, y, linear, cfg, generator(0), trace)
+    assert torch.equal(plain, traced)
+    assert len(trace["grad_norm"]) == len(trace["loss"]) == 7 and len(trace["final_loss"]) == 1
+    assert all(g.shape == (len(images),) and (g >= 0).all() for g in trace["grad_norm"])
+    assert float(trace["grad_norm"][0].min()) > 0
+    first, final = trace["loss"][0], trace["final_loss"][0]
+    assert float(final.mean()) < float(first.mean())  # the robustification lowered the worst case

@@ -43,7 +43,7 @@ CASES = [
     ("defenses.mcgs.backbone", "backbon", "model 'backbon' is not defined in models; did you mean 'backbone'"),
     ("defenses.mcgs.eta", "fast", "defenses.mcgs.eta: Input should be a valid number"),
     ("attacks.pgd.method", "pdg", "did you mean 'pgd'"),
-    ("attacks.pgd.eps", 2.0, "attacks.pgd.eps: Input should be less than or equal to 1"),
+    ("attacks.pgd.eps", 2.0, "attacks.pgd: eps 2.0 exceeds 1, the whole pixel range, for an Linf attack"),
     ("attacks.autoattack.attacks", ["apgd-xx"], "attacks.autoattack.attacks.0"),
     ("reversions.jpeg.quality", 0, "reversions.jpeg.quality"),
     ("reversions.black.backbone", "nosuchmodel", "model 'nosuchmodel' is not defined"),

@@ -117,3 +117,90 @@ def test_imagenet_absent_or_incomplete_is_one_clear_line(tmp_path: Path) -> None
     make_imagenet(tmp_path, 2)
     with pytest.raises(PreemptError, match="is missing"):
         imagenet(ImageNetConfig(root=str(tmp_path), n_eval=3), "test")
+
+
+# ---- CIFAR-100 and SVHN: torchvision's own formats, made here, under torchvision's md5 checks ----
+
+def _md5(path: Path) -> str:
+    from preempt.data.cifar10 import md5
+
+    return md5(path)
+
+
+def make_cifar100(root: Path, n: int = 6) -> list[int]:
+    """The extracted ``cifar-100-python`` folder as torchvision reads it (pickled dicts)."""
+    import pickle
+
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    labels = [int(v) for v in rng.integers(0, 100, n)]
+    for name in ("train", "test"):
+        blob = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "fine_labels": labels,
+                "coarse_labels": [v // 5 for v in labels]}
+        (folder / name).write_bytes(pickle.dumps(blob))
+    (folder / "meta").write_bytes(pickle.dumps({"fine_label_names": [f"c{i}" for i in range(100)]}))
+    return labels
+
+
+def test_cifar100_reads_torchvision_files_and_checks_their_md5(tmp_path: Path, monkeypatch) -> None:
+    from torchvision.datasets import CIFAR100
+
+    from preempt.data.cifar100 import Cifar100Config, cifar100
+
+    labels = make_cifar100(tmp_path)
+    folder = tmp_path / "cifar-100-python"
+    # torchvision verifies each file against its md5 table: give it the table of the files made here
+    monkeypatch.setattr(CIFAR100, "train_list", [["train", _md5(folder / "train")]])
+    monkeypatch.setattr(CIFAR100, "test_list", [["test", _md5(folder / "test")]])
+    monkeypatch.setattr(CIFAR100, "meta", {**CIFAR100.meta, "md5": _md5(folder / "meta")})
+    cfg = Cifar100Config(root=str(tmp_path), download=False)
+    split = cifar100(cfg, "test")
+    assert split.x.shape == (6, 3, 32, 32) and split.x.dtype == torch.float32
+    assert 0 <= float(split.x.min()) and float(split.x.max()) <= 1
+    assert split.y.tolist() == labels and len(split.classes) == 100 and split.classes[0] == "c0"
+    (folder / "test").write_bytes((folder / "test").read_bytes()[:-10])  # truncated: md5 differs
+    with pytest.raises(PreemptError) as err:
+        cifar100(cfg, "test")
+    assert "corrupted" in str(err.value) and "cifar-100-python.tar.gz" in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_cifar100_offline_without_the_archive_says_what_to_do(tmp_path: Path) -> None:
+    from preempt.data.cifar100 import Cifar100Config, cifar100
+
+    with pytest.raises(PreemptError) as err:
+        cifar100(Cifar100Config(root=str(tmp_path), download=False), "train")
+    assert "cifar-100-python.tar.gz" in str(err.value) and "\n" not in str(err.value)
+
+
+def make_svhn(root: Path, split: str, n: int = 5) -> list[int]:
+    """``<split>_32x32.mat`` as the SVHN site ships it: X is 32x32x3xN, y is N x 1 with 10 for '0'."""
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(1)
+    digits = [int(v) for v in rng.integers(0, 10, n)]
+    digits[0] = 0
+    savemat(root / f"{split}_32x32.mat", {"X": rng.integers(0, 256, (32, 32, 3, n), dtype=np.uint8),
+                                          "y": np.array([[10 if d == 0 else d] for d in digits], dtype=np.uint8)})
+    return digits
+
+
+def test_svhn_reads_the_mat_files_and_checks_their_md5(tmp_path: Path, monkeypatch) -> None:
+    from torchvision.datasets import SVHN
+
+    from preempt.data.svhn import SVHNConfig, svhn
+
+    digits = make_svhn(tmp_path, "test")
+    url, name, _ = SVHN.split_list["test"]
+    monkeypatch.setitem(SVHN.split_list, "test", [url, name, _md5(tmp_path / name)])
+    cfg = SVHNConfig(root=str(tmp_path), download=False)
+    split = svhn(cfg, "test")
+    assert split.x.shape == (5, 3, 32, 32) and split.y.tolist() == digits  # '0' is class 0
+    assert split.classes == tuple("0123456789")
+    (tmp_path / name).write_bytes(b"not a mat file")
+    with pytest.raises(PreemptError) as err:
+        svhn(cfg, "test")
+    assert "test_32x32.mat" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(PreemptError, match="train_32x32.mat"):
+        svhn(cfg, "train")

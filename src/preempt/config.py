@@ -86,6 +86,8 @@ class MetricsConfig(MethodConfig):
     ssim_kernel_size: int = Field(11, ge=3, description="odd; capped at the image side")
     ssim_sigma: float = Field(1.5, gt=0)
     lpips_net: Literal["alex", "vgg", "squeeze"] = "alex"
+    grad_sim_images: int = Field(100, ge=0, description="images for the backbone-victim gradient similarity "
+                                 "(MSPD Table XI uses 100); 0 skips it")
 
     @field_validator("ssim_kernel_size")
     @classmethod

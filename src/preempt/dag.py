@@ -119,14 +119,17 @@ def build(p: Params) -> list[Stage]:
         rcfg = p.reversions[r]
         stages.append(Stage(
             "revert", (d, r),
-            (re_path(d), *_models(dict.fromkeys([*model_refs(rcfg), *(
+            (re_path(d), *test, *_models(dict.fromkeys([*model_refs(rcfg), *(
                  roles(p.defenses[d]).values() if rcfg.uses_defense_models() else [])])),
              *_code("preempt.stages.revert", REVERSIONS[rcfg.method].module, *rcfg.code_modules(),
                     DEFENSES[p.defenses[d].method].module)),
             (f"reversions.{r}", f"defenses.{d}", "runtime"), tuple(with_sidecar(input_path(d, r)))))
     for d, r, v, a in cells:
-        deps = (input_path(d, r), *test, *_models([v, *model_refs(p.attacks[a])]),
-                *_code("preempt.stages.attack", "preempt.metrics", ATTACKS[p.attacks[a].method].module))
+        # the cell also reads the RE (protocol accuracies) and the defense's backbone (grad_sim)
+        extra = (*((re_path(d),) if r != "none" else ()),
+                 *_models(b for b in [roles(p.defenses[d]).get("backbone")] if b and p.metrics.grad_sim_images))
+        deps = tuple(dict.fromkeys((input_path(d, r), *test, *extra, *_models([v, *model_refs(p.attacks[a])]),
+                                    *_code("preempt.stages.attack", "preempt.metrics", ATTACKS[p.attacks[a].method].module))))
         params = (f"attacks.{a}", "metrics", "runtime")
         outs = (*with_sidecar(adv_path(d, r, v, a)), cell_path(d, r, v, a))
         if k_att == 1:
@@ -136,7 +139,8 @@ def build(p: Params) -> list[Stage]:
         stages += [Stage("attack", (d, r, v, a), deps, (f"attacks.{a}", "runtime"),
                          tuple(with_sidecar(adv_shard_path(d, r, v, a, s))), shard=s) for s in shards]
         stages.append(Stage("gather", ("adv", d, r, v, a),
-                            (*(adv_shard_path(d, r, v, a, s) for s in shards), input_path(d, r), *test, model_path(v),
+                            (*(adv_shard_path(d, r, v, a, s) for s in shards), input_path(d, r), *test, *extra,
+                             model_path(v),
                              *_code("preempt.stages.gather", "preempt.stages.attack", "preempt.metrics")),
                             params, outs))
     stages.append(Stage("aggregate", (), (*(cell_path(*c) for c in cells), *_code("preempt.stages.aggregate", "preempt.claims")),

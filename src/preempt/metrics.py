@@ -23,6 +23,42 @@ def accuracy(pred: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * float((pred == y).float().mean()) if len(y) else float("nan")
 
 
+def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Per-image cross-entropy of ``model`` on (x, y): MSPD's Table XI robustness proxy."""
+    with torch.inference_mode():
+        return torch.cat([nn.functional.cross_entropy(model(x[i:i + batch_size]), y[i:i + batch_size], reduction="none")
+                          for i in range(0, len(x), batch_size)])
+
+
+def gradient_similarity(a: nn.Module, b: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                        batch_size: int = 100) -> torch.Tensor:
+    """Per-image cosine similarity of the two models' input gradients of the cross-entropy at
+    (x, y): MSPD's gradient alignment (Lemma 1, Table XI), taken at the clean image with its true
+    label, gradients flattened per image. A model compared with itself gives 1."""
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        grads = []
+        for model in (a, b):
+            xg = xb.detach().clone().requires_grad_(True)
+            with torch.enable_grad():
+                loss = nn.functional.cross_entropy(model(xg), yb, reduction="sum")
+                (g,) = torch.autograd.grad(loss, xg)
+            grads.append(g.flatten(1))
+        out.append(nn.functional.cosine_similarity(grads[0], grads[1], dim=1, eps=1e-12))
+    return torch.cat(out) if out else x.new_zeros(0)
+
+
+def recovery(original: float, defended: float, reverted: float) -> float:
+    """Share of the defense's accuracy change that a reversion undoes (Fast Preemption, Sec. 4.3):
+    1 = back to the original accuracy, 0 = no change, < 0 = further away (under the mislabel
+    protocol, where the defense lowered accuracy: distortion, not reversion). NaN when the
+    defense did not change the accuracy."""
+    if original == defended:
+        return float("nan")
+    return (reverted - defended) / (original - defended)
+
+
 def distances(x: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
     """Mean per-image Linf and L2 distance of ``x`` to ``ref`` (pixel scale [0, 1])."""
     d = (x - ref).flatten(1)

@@ -7,10 +7,10 @@ Every entry is ``attack(model, x, y, *, cfg, generator) -> x_adv``: ``model`` ta
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from ..registry import MethodConfig, ModelName, Registry
@@ -30,13 +30,27 @@ class AttackConfig(MethodConfig):
     original (Moon et al.'s metric for attacks that start from a reconstruction)."""
 
     method: str
-    eps: float = Field(ge=0, le=1)
+    eps: float = Field(ge=0, le=100, description="budget in the attack's norm (Linf: at most 1)")
     norm: Norm = "Linf"
     seed: int = 0
     surrogates: list[ModelName] = Field(default_factory=list)
     bpda: bool = False
-    threat_eps: float | None = Field(None, gt=0, le=1)
+    threat_eps: float | None = Field(None, gt=0, le=100, description="in the attack's norm")
     n_ex: int | None = Field(None, ge=1, description="attack only the first n_ex images of the cell")
+
+    @model_validator(mode="after")
+    def _linf_budget(self) -> "AttackConfig":
+        for name in ("eps", "threat_eps"):
+            value = getattr(self, name)
+            if self.norm == "Linf" and value is not None and value > 1:
+                raise ValueError(f"{name} {value} exceeds 1, the whole pixel range, for an Linf attack")
+        return self
+
+    def measure(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                generator: torch.Generator) -> dict[str, Any]:
+        """Columns an attack adds to its cell by measuring the victim directly, overriding the
+        scored ones (``certify`` reports certified accuracy as ``robust_acc``); none by default."""
+        return {}
 
     def core_ref(self) -> str:
         """What the attack itself is (its method, norm, budget and the knobs that define it)."""

@@ -1,5 +1,7 @@
 """PGD (Madry et al., 2018): iterated signed-gradient ascent on a loss, projected.
 
+``restarts: R`` runs R random starts and keeps, per image, the first example that fools the model
+(its prediction; for a randomized victim, one draw of it): Moon et al.'s PGD-10 is ``restarts: 10``.
 ``loss: ce`` is Madry's PGD; ``loss: cw`` ascends Carlini & Wagner's margin
 ``max_{j != y} z_j - z_y`` instead (the "CW-Linf" attack of the robustness literature, e.g.
 PGD-CW in the MSPD/Fast Preemption tables).
@@ -26,9 +28,11 @@ class PGDConfig(AttackConfig):
     random_start: bool = True
     loss: Literal["ce", "cw"] = "ce"
     eot_iter: int = Field(1, ge=1, description="gradients averaged per step (EOT for randomized victims)")
+    restarts: int = Field(1, ge=1, le=1000, description="random starts; an image keeps the first that fools")
 
     def core_ref(self) -> str:
-        return f"pgd-{self.loss}/{self.norm}/{self.eps:.4f}/{self.steps}"
+        ref = f"pgd-{self.loss}/{self.norm}/{self.eps:.4f}/{self.steps}"
+        return ref if self.restarts == 1 else f"{ref}x{self.restarts}"
 
 
 def cw_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -60,5 +64,16 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha
 def run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: PGDConfig,
         generator: torch.Generator) -> torch.Tensor:
     alpha = cfg.alpha if cfg.alpha is not None else 2.5 * cfg.eps / cfg.steps
-    return pgd(model, x, y, eps=cfg.eps, alpha=alpha, steps=cfg.steps, norm=cfg.norm,
-               random_start=cfg.random_start, generator=generator, loss=cfg.loss, eot_iter=cfg.eot_iter)
+    best = x.clone()
+    left = torch.ones(len(x), dtype=torch.bool, device=x.device)  # not fooled yet
+    for _ in range(cfg.restarts):
+        adv = pgd(model, x[left], y[left], eps=cfg.eps, alpha=alpha, steps=cfg.steps, norm=cfg.norm,
+                  random_start=cfg.random_start, generator=generator, loss=cfg.loss, eot_iter=cfg.eot_iter)
+        best[left] = adv
+        if cfg.restarts > 1:
+            with torch.inference_mode():
+                fooled = model(adv).argmax(1) != y[left]
+            left[left.clone()] = ~fooled
+            if not left.any():
+                break
+    return best

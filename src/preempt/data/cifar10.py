@@ -25,7 +25,7 @@ import torch
 
 from ..artifacts import user_path
 from ..errors import PreemptError
-from . import DATASETS, DatasetConfig, Split
+from . import DATASETS, DatasetConfig, Split, open_torchvision, uint8_images
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)  # per-channel statistics of the training set, for trained models
@@ -65,10 +65,6 @@ def _npz(root: Path, name: str) -> dict[str, np.ndarray]:
         return {k: f[k] for k in f.files}
 
 
-def _tensor(hwc: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(hwc)).permute(0, 3, 1, 2).float().div(255.0).contiguous()
-
-
 def official_order(sorted_labels: np.ndarray, official_labels: np.ndarray) -> np.ndarray:
     """Indices into a class-sorted file (sorted by class, then by within-class rank) that put it
     in the official order whose labels are ``official_labels``."""
@@ -88,29 +84,23 @@ def _from_npz(cfg: Cifar10Config, split: Literal["train", "test"]) -> tuple[torc
     root = user_path(cfg.root)
     if split == "train":
         d = _npz(root, "cifar10_jpeg_train.npz")
-        return _tensor(d["images"]), torch.from_numpy(d["labels"].astype(np.int64))
+        return uint8_images(d["images"]), torch.from_numpy(d["labels"].astype(np.int64))
     jpeg, exact = _npz(root, "cifar10_jpeg_test.npz"), _npz(root, "cifar10_test_first1000.npz")
     official = exact["all_test_labels"].astype(np.int64)
     idx = official_order(jpeg["labels"].astype(np.int64), official)
     images = jpeg["images"][idx].copy()
     n = len(exact["labels"])
     images[:n] = exact["data"].reshape(n, 3, 32, 32).transpose(0, 2, 3, 1)
-    return _tensor(images), torch.from_numpy(official)
+    return uint8_images(images), torch.from_numpy(official)
 
 
 def _from_torchvision(cfg: Cifar10Config, split: Literal["train", "test"]) -> tuple[torch.Tensor, torch.Tensor]:
     from torchvision.datasets import CIFAR10
 
     root = user_path(cfg.root)
-    try:
-        ds = CIFAR10(str(root), train=split == "train", download=cfg.download)
-    except RuntimeError as exc:  # torchvision: "Dataset not found or corrupted"
-        raise PreemptError(f"cifar10: {exc} (root {root}); run once with internet and download: true, "
-                           "or place cifar-10-python.tar.gz there, or use source: npz") from None
-    except OSError as exc:  # no network
-        raise PreemptError(f"cifar10: download failed ({type(exc).__name__}: {exc}); run the data stage "
-                           f"on a machine with internet first, or place cifar-10-python.tar.gz in {root}") from None
-    return _tensor(ds.data), torch.tensor(ds.targets, dtype=torch.int64)
+    ds = open_torchvision("cifar10", lambda: CIFAR10(str(root), train=split == "train", download=cfg.download),
+                          str(root), "cifar-10-python.tar.gz (or use source: npz)")
+    return uint8_images(ds.data), torch.tensor(ds.targets, dtype=torch.int64)
 
 
 @DATASETS.register("cifar10", Cifar10Config)

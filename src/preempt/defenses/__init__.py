@@ -1,9 +1,14 @@
 """Defense registry: preemptive defenses that turn an image x into a robust example x_r.
 
-Uniform signature: ``defend(x, *, cfg, models, y_true, generator) -> x_r`` where ``models`` maps
-each model-reference field of ``cfg`` (``classifier``, ``backbone``, ...) to a frozen model
-taking [0, 1] images. Preemptive reversion re-runs the same entry with other models in those
-roles, so every defense is attackable by reversion without extra code.
+Uniform signature: ``defend(x, *, cfg, models, y_true, generator, label_shift) -> x_r`` where
+``models`` maps each model-reference field of ``cfg`` (``classifier``, ``backbone``, ...) to a
+frozen model taking [0, 1] images. Preemptive reversion re-runs the same entry with other models
+in those roles, so every defense is attackable by reversion without extra code.
+
+``trace`` (optional) collects per-iteration diagnostics of the defenses that keep them.
+``label_shift`` (per image, 0 = keep) implements Fast Preemption's evaluation protocol for
+reversion attacks (Sec. 4.3): a defense entry with ``mislabel`` protects a wrong label for a fixed
+share of the images, see :class:`MislabelConfig`. The attacker re-running the defense never gets it.
 """
 
 from __future__ import annotations
@@ -11,9 +16,9 @@ from __future__ import annotations
 from typing import Callable, Literal, Mapping
 
 import torch
+from pydantic import Field
 from torch import nn
 
-from ..metrics import predict
 from ..registry import MethodConfig, Registry, is_model_ref
 
 Defense = Callable[..., torch.Tensor]
@@ -22,15 +27,45 @@ DEFENSES: Registry[Defense] = Registry("defense", __name__)
 LabelSource = Literal["classifier", "ground_truth", "backbone"]
 
 
+class MislabelConfig(MethodConfig):
+    """Fast Preemption's evaluation protocol for reversion attacks (Wang et al., Sec. 4.3).
+
+    A drop of accuracy after a reversion may be reversion or plain distortion. So the defense is
+    given a wrong label for ``fraction`` of the images: it pushes those towards the wrong class and
+    the REs' accuracy falls below the original. A reversion that really undoes the defense brings
+    the accuracy back up towards the original; distortion pushes it further down
+    (``reversion_recovery`` in metrics.csv). The paper leaves the fraction and the wrong class
+    open (its wrong labels are a weaker classifier's errors, about 11%); here exactly
+    round(fraction * n_eval) images, drawn uniformly with ``seed`` over the evaluation set (the
+    same images whatever the batching or sharding), get ``pick``: ``random`` = a class drawn
+    uniformly from the other C - 1 (the standard choice), ``next`` = (y + 1) mod C."""
+
+    fraction: float = Field(gt=0, le=1)
+    seed: int = 0
+    pick: Literal["random", "next"] = "random"
+
+    def shifts(self, n: int, n_classes: int) -> torch.Tensor:
+        """Per image of the evaluation set: 0 (label kept) or the class offset k in 1..C-1 that
+        turns label y into (y + k) mod C."""
+        gen = torch.Generator().manual_seed(self.seed)
+        chosen = torch.randperm(n, generator=gen)[:round(self.fraction * n)]
+        offset = (torch.randint(1, max(n_classes, 2), (n,), generator=gen) if self.pick == "random"
+                  else torch.ones(n, dtype=torch.long))
+        out = torch.zeros(n, dtype=torch.long)
+        out[chosen] = offset[chosen]
+        return out
+
+
 class DefenseConfig(MethodConfig):
     """Fields every defense has; ``ref`` says what ran, independently of the entry's name (the key
     that published numbers are matched on, see ``preempt.claims``)."""
 
     method: str
     seed: int = 0
+    mislabel: MislabelConfig | None = Field(None, description="Fast Preemption's evaluation protocol: wrong labels for a share of the images")
 
     def ref(self) -> str:
-        return self.method
+        return self.method if self.mislabel is None else f"{self.method}+mislabel{self.mislabel.fraction:g}"
 
 
 def roles(cfg: MethodConfig) -> dict[str, str]:
@@ -44,20 +79,34 @@ def with_roles(cfg: DefenseConfig, overrides: Mapping[str, str]) -> DefenseConfi
     return cfg.model_copy(update={k: v for k, v in overrides.items() if k in roles(cfg)})
 
 
-def labels(x: torch.Tensor, source: str, models: Mapping[str, nn.Module],
-           y_true: torch.Tensor | None, batch_size: int = 1024) -> torch.Tensor:
-    """The labels a defense protects: the classifier's prediction on x (papers), or alternatives.
+def labels(x: torch.Tensor, source: str, models: Mapping[str, nn.Module], y_true: torch.Tensor | None,
+           label_shift: torch.Tensor | None = None, batch_size: int = 1024) -> torch.Tensor:
+    """The labels a defense protects: the classifier's prediction on x (papers), or alternatives
+    (MSPD's Table XII: ``classifier`` = decoupled, ``backbone`` = coupled, ``ground_truth``).
 
     Without ground truth (an attacker re-running the defense), ``ground_truth`` falls back to the
-    classifier, which is what the attacker can compute.
+    classifier, which is what the attacker can compute. ``label_shift`` makes some of them wrong
+    on purpose (:class:`MislabelConfig`).
     """
-    if source == "ground_truth" and y_true is not None:
-        return y_true
-    # clone: predictions come from inference mode, and inference tensors cannot enter autograd
-    return predict(models["backbone" if source == "backbone" else "classifier"], x, batch_size).clone()
+    truth = y_true if source == "ground_truth" else None
+    if truth is not None and label_shift is None:
+        return truth
+    model = models["backbone" if source == "backbone" else "classifier"]
+    with torch.inference_mode():
+        logits = torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    y = truth if truth is not None else logits.argmax(1)
+    if label_shift is not None:
+        y = (y + label_shift.to(y.device)) % logits.shape[1]
+    return y.clone()  # clone: an inference-mode tensor cannot enter autograd
+
+
+Trace = dict[str, list[torch.Tensor]]  # name -> one per-image tensor per iteration
 
 
 def run(cfg: DefenseConfig, x: torch.Tensor, *, models: Mapping[str, nn.Module],
-        y_true: torch.Tensor | None, generator: torch.Generator) -> torch.Tensor:
-    """Dispatch to the registered defense named by ``cfg.method``."""
-    return DEFENSES[cfg.method].fn(x, cfg=cfg, models=models, y_true=y_true, generator=generator)
+        y_true: torch.Tensor | None, generator: torch.Generator,
+        label_shift: torch.Tensor | None = None, trace: Trace | None = None) -> torch.Tensor:
+    """Dispatch to the registered defense named by ``cfg.method``. A defense that keeps
+    diagnostics appends them to ``trace`` when one is given (Bi-Level: Moon et al.'s Figs. 4-5)."""
+    return DEFENSES[cfg.method].fn(x, cfg=cfg, models=models, y_true=y_true, generator=generator,
+                                   label_shift=label_shift, trace=trace)

@@ -18,6 +18,12 @@ The defender's model is the ``backbone`` role (the paper robustifies for the dep
 the labels come from the ``classifier`` role, so preemptive reversion applies unchanged.
 ``reverse: true`` maximises the same objective from the given image: the original-image
 reconstruction that Moon et al.'s adaptive attack runs from x_r (the ``reconstruct`` reversion).
+
+With a ``trace``, each outer iteration records per image the L2 norm of the update gradient
+dCE/dx_r (``grad_norm``, Moon et al.'s Fig. 5) and the CE at the inner adversarial example
+(``loss``); after the last one, ``final_loss`` is the CE of a fresh inner attack on the final x_r,
+the estimate of h~(x_r) = max over the ball of the loss that Fig. 4 histograms. Tracing costs
+one inner attack after the loop, and leaves x_r unchanged.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from ..attacks import input_grad, project
+from ..attacks import project
 from ..attacks.pgd import pgd
 from ..registry import ModelName
-from . import DEFENSES, DefenseConfig, LabelSource, labels
+from . import DEFENSES, DefenseConfig, LabelSource, Trace, labels
 
 
 class BiLevelConfig(DefenseConfig):
@@ -62,23 +68,44 @@ def inner_attack(model: nn.Module, xr: torch.Tensor, y: torch.Tensor, cfg: BiLev
     return torch.stack(deltas).mean(0).detach()
 
 
+def loss_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image CE and its input gradient, one forward and one backward pass (the gradient is
+    bit-identical to ``input_grad``'s)."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        losses = nn.functional.cross_entropy(model(x), y, reduction="none")
+        (grad,) = torch.autograd.grad(losses.sum(), x)
+    return losses.detach(), grad
+
+
 def outer_grad(model: nn.Module, xr: torch.Tensor, y: torch.Tensor, cfg: BiLevelConfig,
-               generator: torch.Generator) -> torch.Tensor:
+               generator: torch.Generator, trace: Trace | None = None) -> torch.Tensor:
     """First-order gradient of CE(f(x_r + delta*), y) w.r.t. x_r, delta* fixed."""
     delta = inner_attack(model, xr, y, cfg, generator)
-    return input_grad(model, (xr + delta).clamp(0, 1), y)
+    losses, grad = loss_grad(model, (xr + delta).clamp(0, 1), y)
+    if trace is not None:
+        trace.setdefault("grad_norm", []).append(grad.flatten(1).norm(dim=1))
+        trace.setdefault("loss", []).append(losses)
+    return grad
+
+
+def _final(model: nn.Module, xr: torch.Tensor, y: torch.Tensor, cfg: BiLevelConfig,
+           generator: torch.Generator, trace: Trace | None) -> torch.Tensor:
+    if trace is not None:
+        trace["final_loss"] = [loss_grad(model, (xr + inner_attack(model, xr, y, cfg, generator)).clamp(0, 1), y)[0]]
+    return xr
 
 
 def robustify(x: torch.Tensor, y: torch.Tensor, model: nn.Module, cfg: BiLevelConfig,
-              generator: torch.Generator) -> torch.Tensor:
+              generator: torch.Generator, trace: Trace | None = None) -> torch.Tensor:
     x0 = x.detach()
     if cfg.norm == "L2":
         xr = x0.clone()
         lr = cfg.lr if cfg.lr is not None else 1e-3
         for _ in range(cfg.max_iter):
             sign = 1.0 if cfg.reverse else -1.0
-            xr = project(xr + sign * lr * outer_grad(model, xr, y, cfg, generator), x0, cfg.eps, "L2")
-        return xr.detach()
+            xr = project(xr + sign * lr * outer_grad(model, xr, y, cfg, generator, trace), x0, cfg.eps, "L2")
+        return _final(model, xr.detach(), y, cfg, generator, trace)
     lo, hi = (x0 - cfg.eps).clamp(0, 1), (x0 + cfg.eps).clamp(0, 1)
     span = (hi - lo).clamp_min(1e-12)
     u = ((x0 - lo) / span).clamp(1e-6, 1 - 1e-6)
@@ -90,16 +117,17 @@ def robustify(x: torch.Tensor, y: torch.Tensor, model: nn.Module, cfg: BiLevelCo
 
     for _ in range(cfg.max_iter):
         with torch.no_grad():
-            g_x = outer_grad(model, decode(w), y, cfg, generator)
+            g_x = outer_grad(model, decode(w), y, cfg, generator, trace)
         opt.zero_grad(set_to_none=True)
         with torch.enable_grad():
             decode(w).backward(-g_x if cfg.reverse else g_x)  # chain rule through the tanh reparameterisation
         opt.step()
-    return decode(w).detach()
+    return _final(model, decode(w).detach(), y, cfg, generator, trace)
 
 
 @DEFENSES.register("bilevel", BiLevelConfig)
 def bilevel(x: torch.Tensor, *, cfg: BiLevelConfig, models: Mapping[str, nn.Module],
-            y_true: torch.Tensor | None, generator: torch.Generator, **_: Any) -> torch.Tensor:
-    y = labels(x, cfg.label_source, models, y_true)
+            y_true: torch.Tensor | None, generator: torch.Generator, label_shift: torch.Tensor | None = None,
+         **_: Any) -> torch.Tensor:
+    y = labels(x, cfg.label_source, models, y_true, label_shift)
     return robustify(x, y, models["backbone"], cfg, generator)

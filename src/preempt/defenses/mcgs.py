@@ -116,6 +116,7 @@ def cascade(x: torch.Tensor, y: torch.Tensor, backbone: nn.Module, cfg: MCGSConf
 
 @DEFENSES.register("mcgs", MCGSConfig)
 def mcgs(x: torch.Tensor, *, cfg: MCGSConfig, models: Mapping[str, nn.Module],
-         y_true: torch.Tensor | None, generator: torch.Generator, **_: Any) -> torch.Tensor:
-    y = labels(x, cfg.label_source, models, y_true)
+         y_true: torch.Tensor | None, generator: torch.Generator, label_shift: torch.Tensor | None = None,
+         **_: Any) -> torch.Tensor:
+    y = labels(x, cfg.label_source, models, y_true, label_shift)
     return cascade(x, y, models["backbone"], cfg, generator)

@@ -1,6 +1,7 @@
 """Training recipes: how each minibatch is turned into the inputs the model is trained on.
 
-``standard`` trains on clean images; ``pgd_at`` is Madry et al.'s PGD adversarial training;
+``standard`` trains on clean images; ``gaussian`` on Gaussian-noise-augmented ones (the base
+model of randomized smoothing, Cohen et al. 2019); ``pgd_at`` is Madry et al.'s PGD adversarial training;
 ``fgsm_at`` is Wong et al.'s "fast" adversarial training (FGSM from a random start, step
 1.25*eps); ``preemptive_at`` is Moon et al.'s preemptively robust training (their Algorithm 2).
 Adversarial inputs are crafted with the model in eval mode (BatchNorm statistics are
@@ -28,6 +29,15 @@ class StandardRecipe(MethodConfig):
     method: Literal["standard"] = "standard"
 
 
+class GaussianRecipe(MethodConfig):
+    """Gaussian noise augmentation (Cohen, Rosenfeld and Kolter, 2019): every training image gets
+    fresh N(0, sigma^2) noise, not clipped to [0, 1] (as in their code), so the base model learns
+    to classify the noisy copies the smoothed classifier votes over."""
+
+    method: Literal["gaussian"] = "gaussian"
+    sigma: float = Field(gt=0, le=10)
+
+
 class PGDRecipe(MethodConfig):
     method: Literal["pgd_at"] = "pgd_at"
     eps: float = Field(ge=0, le=1)
@@ -48,6 +58,12 @@ def standard(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: Standar
              generator: torch.Generator) -> torch.Tensor:
     """Standard training on clean images."""
     return x
+
+
+@RECIPES.register("gaussian", GaussianRecipe)
+def gaussian(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: GaussianRecipe,
+             generator: torch.Generator) -> torch.Tensor:
+    return x + cfg.sigma * torch.randn(x.shape, generator=generator, device=x.device)
 
 
 @RECIPES.register("pgd_at", PGDRecipe)

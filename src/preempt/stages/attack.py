@@ -5,6 +5,15 @@ RE), as in the papers. ``clean_acc`` is the victim's accuracy on that input, ``r
 the attack; ``ssim``/``lpips``/``linf``/``l2`` compare that input with the original images (how
 visible the defense is, plus the reversion if any); ``adv_linf`` checks the attack's budget.
 
+Fast Preemption's protocol for reversions (Sec. 4.3) reads three accuracies of the victim:
+``orig_acc`` on the original images, ``re_acc`` on the robust examples, ``clean_acc`` on the
+reverted ones; ``reversion_recovery`` is the share of the defense's change that the reversion
+undoes (:func:`preempt.metrics.recovery`; meaningful with a ``mislabel`` defense). MSPD's Table XI
+columns: ``grad_sim``, the mean cosine of the defense backbone's and the victim's input gradients
+on the first ``metrics.grad_sim_images`` original images (empty without a backbone), and the
+victim's cross-entropy on the attacker's input, over all images (``ce``) and split by the
+attack's outcome (``ce_robust``: still correct after the attack; ``ce_fooled``).
+
 A transfer attack (``surrogates`` set) is crafted white-box on each surrogate and evaluated on
 the victim: ``robust_acc`` is the mean over surrogates and ``robust_acc_by_surrogate`` lists
 each. ``robust_acc_ball`` also counts as robust an example whose attack left the ``threat_eps``
@@ -26,6 +35,7 @@ import torch
 
 from .. import artifacts, metrics, paths
 from ..attacks import ATTACKS, AttackConfig
+from ..defenses import roles
 from ..models.wrappers import bpda
 from ..paths import Shard
 from ..runtime import batch_generator, log, progress, shard_range
@@ -81,14 +91,17 @@ def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: tor
         pred = metrics.predict(model, x_adv)
         robust[name] = metrics.accuracy(pred, y)
         if threat is not None:  # an example pushed out of the threat ball counts as robust
-            pred = torch.where((x_adv - x0).flatten(1).abs().amax(1) > threat + 1e-6, y, pred)
+            d = (x_adv - x0).flatten(1)
+            dist = d.abs().amax(1) if acfg.norm == "Linf" else d.norm(dim=1)  # in the attack's norm
+            pred = torch.where(dist > threat + 1e-6, y, pred)
         robust_ball[name] = metrics.accuracy(pred, y)
     x_adv = next(iter(advs.values()))
     lp, lp_note = metrics.lpips(x_in.cpu(), x0.cpu(), p.metrics.lpips_net)
+    clean_acc = metrics.accuracy(metrics.predict(model, x_in), y)
     row = {
         "dataset": p.dataset.name, "defense": defense, "victim": victim, "attack": attack,
         "reversion": reversion, "n": n,
-        "clean_acc": metrics.accuracy(metrics.predict(model, x_in), y),
+        "clean_acc": clean_acc,
         "robust_acc": sum(robust.values()) / len(robust),
         "robust_acc_ball": sum(robust_ball.values()) / len(robust_ball),
         "robust_acc_by_surrogate": json.dumps(robust) if surrogates else "",
@@ -98,13 +111,43 @@ def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: tor
         "adv_linf": max(float((a - x_in).flatten(1).abs().amax(1).max()) if n else 0.0 for a in advs.values()),
         "sec_per_image": meta["defense_sec_per_image"],
         "attack_sec_per_image": seconds / max(n, 1),
+        **diagnostics(ctx, cell, x_in, y, x0, model, x_adv, clean_acc),
     }
+    row.update(acfg.measure(model, x_in, y, batch_generator(acfg.seed, 0, ctx.device)))
     extra = {f"x_{s}": a for s, a in advs.items()} if surrogates else {}
     artifacts.save(paths.adv_path(*cell), {"x": x_adv, "y": y, **extra},
                    record(ctx, cell, seconds, surrogates=surrogates))
     artifacts.write_json(paths.cell_path(*cell), row)
     log.info("cell %s: clean %.1f%% robust %.1f%% -> %s", "/".join(cell), row["clean_acc"], row["robust_acc"],
              paths.cell_path(*cell))
+
+
+def diagnostics(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: torch.Tensor,
+                model: torch.nn.Module, x_adv: torch.Tensor, clean_acc: float) -> dict[str, float | None]:
+    """The protocol accuracies and MSPD's Table XI columns of a cell (see the module docstring)."""
+    defense, reversion, _, _ = cell
+    n = len(y)
+    orig_acc = metrics.accuracy(metrics.predict(model, x0), y)
+    if reversion == "none":
+        re_acc = clean_acc
+    else:
+        x_re = artifacts.load(paths.re_path(defense))[0]["x"][:n].to(ctx.device)
+        re_acc = metrics.accuracy(metrics.predict(model, x_re), y)
+    robust = metrics.predict(model, x_adv) == y
+    ce = metrics.cross_entropy(model, x_in, y)
+    backbone = roles(ctx.params.defenses[defense]).get("backbone")
+    k = min(n, ctx.params.metrics.grad_sim_images)
+    sim = None
+    if backbone is not None and k:
+        with bpda(model):  # a pre-processing victim: the gradient of the classifier behind it
+            sim = float(metrics.gradient_similarity(ctx.model(backbone), model, x0[:k], y[:k]).mean())
+
+    def mean(v: torch.Tensor) -> float | None:
+        return float(v.mean()) if len(v) else None
+
+    return {"orig_acc": orig_acc, "re_acc": re_acc,
+            "reversion_recovery": None if reversion == "none" else metrics.recovery(orig_acc, re_acc, clean_acc),
+            "grad_sim": sim, "ce": mean(ce), "ce_robust": mean(ce[robust]), "ce_fooled": mean(ce[~robust])}
 
 
 def inputs(ctx: Context, defense: str, reversion: str, victim: str,

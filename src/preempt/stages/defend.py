@@ -1,5 +1,9 @@
 """Stage ``defend [--shard I/K] DEFENSE``: robust examples x_r for the evaluation images, timed.
 
+The RE artifact holds ``x`` and ``y``, and each diagnostic the defense traced as
+``trace_<name>`` (images x iterations; Bi-Level: ``trace_grad_norm``, ``trace_loss``,
+``trace_final_loss``, for Moon et al.'s Figs. 4-5).
+
 Batches of ``runtime.batch_size`` images each draw from their own seeded generator
 (``runtime.batch_generator``), so a shard (images of whole batches, ``runtime.shard_range``)
 computes exactly what the unsharded stage computes for those images; ``gather re`` joins the shards.
@@ -32,19 +36,26 @@ def run(ctx: Context, name: str, shard: Shard | None = None) -> None:
     lo, hi = shard_range(len(data["x"]), bs, shard)
     x, y = data["x"][lo:hi].to(ctx.device), data["y"][lo:hi].to(ctx.device)
     models = ctx.role_models(cfg)
+    shift = cfg.mislabel.shifts(len(data["x"]), ctx.env.spec.n_classes)[lo:hi] if cfg.mislabel else None
     where = f" (shard {paths.shard_suffix(shard)}: images {lo}-{hi})" if shard else ""
-    log.info("defense %s (%s) on %d images%s, batch %d", name, cfg.method, len(x), where, bs)
+    log.info("defense %s (%s) on %d images%s, batch %d%s", name, cfg.method, len(x), where, bs,
+             f", {int((shift != 0).sum())} of them with a wrong label (mislabel protocol)" if shift is not None else "")
     parts = [x[:0]]
+    traces: list[dict[str, torch.Tensor]] = []
     t0 = time.perf_counter()
     for i in progress(range(0, len(x), bs), desc=f"defend {name}", total=-(-len(x) // bs)):
         gen = batch_generator(cfg.seed, lo + i, ctx.device)
-        parts.append(defenses.run(cfg, x[i:i + bs], models=models, y_true=y[i:i + bs], generator=gen))
+        trace: defenses.Trace = {}
+        parts.append(defenses.run(cfg, x[i:i + bs], models=models, y_true=y[i:i + bs], generator=gen,
+                                  label_shift=None if shift is None else shift[i:i + bs], trace=trace))
+        traces.append({f"trace_{k}": torch.stack(v, 1) for k, v in trace.items()})  # image x iteration
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     x_r = torch.cat(parts)
     out = paths.re_shard_path(name, shard) if shard else paths.re_path(name)
-    artifacts.save(out, {"x": x_r, "y": y}, record(ctx, name, seconds, len(x), shard=list(shard) if shard else None,
-                                                    range=[lo, hi]))
+    diag = {k: torch.cat([t[k] for t in traces]) for k in traces[0]} if traces else {}
+    artifacts.save(out, {"x": x_r, "y": y, **diag}, record(ctx, name, seconds, len(x), shard=list(shard) if shard else None,
+                                                    range=[lo, hi], mislabeled=None if shift is None else int((shift != 0).sum())))
     log.info("defense %s: %.4f s/image, max |x_r - x| = %.4f -> %s", name, seconds / max(len(x), 1),
              float((x_r - x).abs().max()) if len(x) else 0.0, out)

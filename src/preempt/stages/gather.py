@@ -42,8 +42,8 @@ def run(ctx: Context, kind: str, *args: str) -> None:
         data, _ = artifacts.load(paths.data_path("test"))
         n = len(data["x"])
         parts, seconds = _load_shards([paths.re_shard_path(defense, (i, k)) for i in range(1, k + 1)], n)
-        x_r = torch.cat([part["x"] for part in parts])
-        artifacts.save(paths.re_path(defense), {"x": x_r, "y": data["y"]},
+        joined = {key: torch.cat([part[key] for part in parts]) for key in parts[0] if key != "y"}  # x, traces
+        artifacts.save(paths.re_path(defense), {**joined, "y": data["y"]},
                        defend_stage.record(ctx, defense, seconds, n, shards=k))
         log.info("gathered %d shards of defense %s -> %s", k, defense, paths.re_path(defense))
     elif kind == "adv" and len(args) == 4:

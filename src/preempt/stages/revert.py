@@ -1,4 +1,8 @@
-"""Stage ``revert DEFENSE REVERSION``: what the adaptive attacker feeds its attack (x~ or x_r)."""
+"""Stage ``revert DEFENSE REVERSION``: what the adaptive attacker feeds its attack (x~ or x_r).
+
+Besides ``x`` and ``y``, the artifact holds each image's distance to the original image
+(``dist_l2``, ``dist_linf``): for ``reconstruct``, Moon et al.'s Fig. 3 histogram.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +43,9 @@ def run(ctx: Context, defense: str, reversion: str) -> None:
     x_t = torch.cat([revert(x_r[i:i + bs], cfg=rcfg, redefend=redefend, generator=gen) for i in range(0, len(x_r), bs)])
     seconds = time.perf_counter() - t0
     out = paths.input_path(defense, reversion)
-    artifacts.save(out, {"x": x_t, "y": y}, provenance(
+    x0 = artifacts.load(paths.data_path("test"))[0]["x"].to(x_t.device)
+    d = (x_t - x0).flatten(1)
+    artifacts.save(out, {"x": x_t, "y": y, "dist_l2": d.norm(dim=1), "dist_linf": d.abs().amax(1)}, provenance(
         ctx, "revert", [dcfg, rcfg], seconds, defense=defense, reversion=reversion, method=rcfg.method, seed=seed,
         defense_sec_per_image=meta["sec_per_image"]))
     log.info("reversion %s/%s: mean |x~ - x_r|_inf = %.4f -> %s", defense, reversion,
