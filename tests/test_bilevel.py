@@ -95,3 +95,12 @@ def test_trace_records_moon_figs_4_and_5_without_changing_the_res(linear, images
     assert float(trace["grad_norm"][0].min()) > 0
     first, final = trace["loss"][0], trace["final_loss"][0]
     assert float(final.mean()) < float(first.mean())  # the robustification lowered the worst case
+
+
+def test_the_registered_defense_fills_the_stage_trace(linear, images) -> None:
+    from preempt.defenses import run
+
+    cfg = BiLevelConfig(classifier="c", backbone="b", eps=0.1, max_iter=3, inner_steps=2)
+    trace: dict[str, list[torch.Tensor]] = {}
+    run(cfg, images, models={"classifier": linear, "backbone": linear}, y_true=None, generator=generator(0), trace=trace)
+    assert {k: len(v) for k, v in trace.items()} == {"grad_norm": 3, "loss": 3, "final_loss": 1}

@@ -97,6 +97,8 @@ def test_certify_column_reports_certified_accuracy_at_eps() -> None:
     per_r = json.loads(out["cert_acc"])
     assert per_r["0"] == pytest.approx(60.0) and per_r["0.15"] == pytest.approx(20.0) and per_r["0.3"] == pytest.approx(20.0)
     assert out["robust_acc"] == per_r["0.15"] and out["abstain"] == pytest.approx(20.0)
+    assert out["certified_class"].tolist() == [0, 0, -1, 1, 1] and out["radius"][2] == 0
+    assert out["radius"][0] > out["radius"][1] > 0
     assert torch.equal(ATTACKS["certify"].fn(model, x, y, cfg=cfg, generator=generator(0)), x)
     with pytest.raises(PreemptError, match="source: smoothed"):
         cfg.measure(Threshold(), x, y, generator(0))

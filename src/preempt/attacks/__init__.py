@@ -49,7 +49,8 @@ class AttackConfig(MethodConfig):
     def measure(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator) -> dict[str, Any]:
         """Columns an attack adds to its cell by measuring the victim directly, overriding the
-        scored ones (``certify`` reports certified accuracy as ``robust_acc``); none by default."""
+        scored ones (``certify`` reports certified accuracy as ``robust_acc``); tensor values are
+        per-image results, saved in the cell's adv artifact instead. None by default."""
         return {}
 
     def core_ref(self) -> str:

@@ -5,7 +5,8 @@ examples are the inputs) and measures instead (``AttackConfig.measure``): per im
 the certified L2 radius (the victim's ``certify``: :func:`preempt.models.smoothed.certify`), then ``robust_acc`` = the
 certified accuracy at radius ``eps`` (correct and radius >= eps; an abstention counts as wrong),
 ``cert_acc`` = the same at each of ``radii`` (JSON), ``cert_radius`` = the mean radius of the
-correctly certified images (0 for the others), ``abstain`` = the share of abstentions. Moon et
+correctly certified images (0 for the others), ``abstain`` = the share of abstentions; the
+per-image ``radius`` and ``certified_class`` (-1: abstain) go into the cell's adv artifact. Moon et
 al. (Table 7) use sigma 0.25 (CIFAR-10), 100,000 samples; Cohen et al. n0 = 100, alpha = 0.001.
 """
 
@@ -54,7 +55,8 @@ class CertifyConfig(AttackConfig):
         return {"robust_acc": acc(self.eps), "robust_acc_ball": acc(self.eps),
                 "cert_acc": json.dumps({f"{r:g}": acc(r) for r in self.radii}),
                 "cert_radius": float(torch.where(right, radius.clamp(max=1e6), 0.0).mean()) if len(y) else math.nan,
-                "abstain": 100.0 * float((pred < 0).sum()) / n}
+                "abstain": 100.0 * float((pred < 0).sum()) / n,
+                "radius": radius.float(), "certified_class": pred}
 
 
 @ATTACKS.register("certify", CertifyConfig)

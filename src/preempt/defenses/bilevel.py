@@ -128,6 +128,6 @@ def robustify(x: torch.Tensor, y: torch.Tensor, model: nn.Module, cfg: BiLevelCo
 @DEFENSES.register("bilevel", BiLevelConfig)
 def bilevel(x: torch.Tensor, *, cfg: BiLevelConfig, models: Mapping[str, nn.Module],
             y_true: torch.Tensor | None, generator: torch.Generator, label_shift: torch.Tensor | None = None,
-         **_: Any) -> torch.Tensor:
+            trace: Trace | None = None, **_: Any) -> torch.Tensor:
     y = labels(x, cfg.label_source, models, y_true, label_shift)
-    return robustify(x, y, models["backbone"], cfg, generator)
+    return robustify(x, y, models["backbone"], cfg, generator, trace)
