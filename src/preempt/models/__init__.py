@@ -10,6 +10,7 @@ spec, the data splits, the other models of the experiment) and the file to write
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable, Mapping, Protocol
 
@@ -122,6 +123,29 @@ def test_accuracy(model: nn.Module, env: Env) -> float:
     x, y = env.data("test")
     model = model.to(env.device).eval()
     return metrics.accuracy(metrics.predict(model, x.to(env.device)), y.to(env.device))
+
+
+class Receipt:
+    """A source whose model has no weights of its own (a wrapper around other models: an input
+    transform, randomized smoothing): the stage output is a receipt recording what it wraps
+    (``describe``) and its clean accuracy; ``deploy`` builds the model from the models it wraps."""
+
+    def __init__(self, source: str, deploy: Callable[[Any, Env], nn.Module],
+                 describe: Callable[[Any], dict[str, Any]]) -> None:
+        self.source, self.deploy, self.describe = source, deploy, describe
+
+    def materialize(self, name: str, cfg: Any, env: Env, out: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        acc = test_accuracy(self.deploy(cfg, env), env)
+        artifacts.save(out, {}, {"stage": "model", "model": name, "source": self.source, **self.describe(cfg),
+                                 "clean_acc": acc, "device": str(env.device),
+                                 "wall_seconds": time.perf_counter() - t0,
+                                 "params_hash": artifacts.params_hash(cfg.model_dump())})
+        return {"clean_acc": acc}
+
+    def load(self, name: str, cfg: Any, env: Env, path: str) -> nn.Module:
+        artifacts.load_meta(path)
+        return self.deploy(cfg, env)
 
 
 def save_weights(out: str, model: Normalized, meta: dict[str, Any]) -> None:

@@ -21,17 +21,15 @@ victim is randomized: attack it with EOT or restarts. CERTIFY is ``attacks/certi
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, Literal, Mapping
+from typing import Literal, Mapping
 
 import torch
 from pydantic import Field
 from scipy.stats import binomtest, norm
 from torch import nn
 
-from .. import artifacts
 from ..registry import ModelName
-from . import SOURCES, Env, ModelConfig, test_accuracy
+from . import SOURCES, Env, ModelConfig, Receipt
 
 ABSTAIN_LOGIT = -1e4
 
@@ -144,21 +142,5 @@ def deploy(cfg: SmoothedConfig, env: Env) -> Smoothed:
     return Smoothed(env.model(cfg.model), cfg)
 
 
-class SmoothedSource:
-    """The stage output is a receipt (the smoothing has no weights of its own) with its accuracy."""
-
-    def materialize(self, name: str, cfg: SmoothedConfig, env: Env, out: str) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        acc = test_accuracy(deploy(cfg, env), env)
-        artifacts.save(out, {}, {"stage": "model", "model": name, "source": "smoothed", "base": cfg.model,
-                                 "sigma": cfg.sigma, "clean_acc": acc, "device": str(env.device),
-                                 "wall_seconds": time.perf_counter() - t0,
-                                 "params_hash": artifacts.params_hash(cfg.model_dump())})
-        return {"clean_acc": acc}
-
-    def load(self, name: str, cfg: SmoothedConfig, env: Env, path: str) -> nn.Module:
-        artifacts.load_meta(path)
-        return deploy(cfg, env)
-
-
-SOURCES.register("smoothed", SmoothedConfig)(SmoothedSource())
+SOURCES.register("smoothed", SmoothedConfig)(
+    Receipt("smoothed", deploy, lambda cfg: {"base": cfg.model, "sigma": cfg.sigma}))

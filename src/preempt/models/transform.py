@@ -8,18 +8,15 @@ defense. Attacks differentiate through P, or use BPDA where P has no useful grad
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Literal, Mapping
 
 import torch
 from pydantic import field_validator
-from torch import nn
 
-from .. import artifacts
 from ..errors import ConfigError
 from ..registry import ModelName, closest, validate_model
 from ..reversions import REVERSIONS, TransformConfig
-from . import SOURCES, Env, ModelConfig, test_accuracy
+from . import SOURCES, Env, ModelConfig, Receipt
 from .wrappers import Preprocessed, Transform
 
 
@@ -63,21 +60,5 @@ def deploy_transform(cfg: TransformVictimConfig, env: Env) -> Preprocessed:
     return Preprocessed(Transform(fn, tcfg, cfg.seed), env.model(cfg.model), type(tcfg).differentiable)
 
 
-class TransformSource:
-    """The stage output is a receipt (the wrapper has no weights of its own) with its accuracy."""
-
-    def materialize(self, name: str, cfg: TransformVictimConfig, env: Env, out: str) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        acc = test_accuracy(deploy_transform(cfg, env), env)
-        artifacts.save(out, {}, {"stage": "model", "model": name, "source": "transform", "base": cfg.model,
-                                 "transform": cfg.transform, "clean_acc": acc, "device": str(env.device),
-                                 "wall_seconds": time.perf_counter() - t0,
-                                 "params_hash": artifacts.params_hash(cfg.model_dump())})
-        return {"clean_acc": acc}
-
-    def load(self, name: str, cfg: TransformVictimConfig, env: Env, path: str) -> nn.Module:
-        artifacts.load_meta(path)
-        return deploy_transform(cfg, env)
-
-
-SOURCES.register("transform", TransformVictimConfig)(TransformSource())
+SOURCES.register("transform", TransformVictimConfig)(
+    Receipt("transform", deploy_transform, lambda cfg: {"base": cfg.model, "transform": cfg.transform}))
