@@ -27,3 +27,14 @@ def test_list_prints_the_index() -> None:
                          check=True).stdout
     assert "defenses.*.method" in out and "src/preempt/defenses/mcgs.py" in out
     assert "src/preempt/models/robustbench.py" in out and "src/preempt/reversions/reconstruct.py" in out
+
+
+def test_every_registered_name_leads_to_its_own_module() -> None:
+    """A name in params.yaml leads to one file: the module that registered it, never the package's
+    __init__ (the DAG makes that file a code dependency of the name's stages)."""
+    from preempt.config import REGISTRIES
+
+    for section, registry in REGISTRIES.items():
+        for name in registry.names():
+            module = registry[name].module
+            assert module.startswith("preempt.") and module.count(".") >= 2, (section, name, module)

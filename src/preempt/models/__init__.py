@@ -133,6 +133,7 @@ class Receipt:
     def __init__(self, source: str, deploy: Callable[[Any, Env], nn.Module],
                  describe: Callable[[Any], dict[str, Any]]) -> None:
         self.source, self.deploy, self.describe = source, deploy, describe
+        self.__module__ = deploy.__module__  # the registry's (and the DAG's) file for this source
 
     def materialize(self, name: str, cfg: Any, env: Env, out: str) -> dict[str, Any]:
         t0 = time.perf_counter()

@@ -7,7 +7,7 @@ Uniform signature: ``revert(x_r, *, cfg, redefend, generator) -> x_tilde`` where
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Literal
+from typing import Callable, ClassVar
 
 import torch
 
@@ -31,14 +31,3 @@ class TransformConfig(ReversionConfig):
 
     differentiable: ClassVar[bool] = True
     randomized: ClassVar[bool] = False
-
-
-class NoReversion(ReversionConfig):
-    """No reversion: the attacker attacks the robust example as released."""
-
-    method: Literal["none"] = "none"
-
-
-@REVERSIONS.register("none", NoReversion)
-def none(x_r: torch.Tensor, **_: Any) -> torch.Tensor:
-    return x_r.clone()
