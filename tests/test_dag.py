@@ -165,3 +165,13 @@ def test_artifact_deps_are_data_files_not_sidecars(params) -> None:
                         or d.startswith(("results/models", "results/re", "results/inputs", "results/data"))
                         and d.endswith(".json")]
             assert not sidecars, st.name
+
+
+def test_a_file_without_reversions_declares_no_param_dvc_cannot_read(tmp_path) -> None:
+    """The implicit reversion 'none' is not in params.yaml, so no stage may list it as a DVC param."""
+    from preempt import config, dag
+
+    raw = yaml.safe_load((ROOT / "config" / "mspd-digits.yaml").read_text())
+    assert "reversions" not in raw
+    for st in dag.build(config.parse(raw)):
+        assert "reversions.none" not in st.params

@@ -57,6 +57,7 @@ def shrink(raw: dict) -> dict:
     g["victims"] = ["victim_resnet_at"]
     g["extra"]["transfer"]["victims"] = ["victim_trigger", "victim_mlp_at"]
     g["extra"]["test_time"]["attacks"] = ["pgd", "bpda_eot_pgd"]
+    g["extra"]["protocol"]["victims"] = ["victim_mlp_at"]
     raw["report"]["n_examples"] = 4
     return raw
 
@@ -112,7 +113,8 @@ def test_protocol_columns_follow_their_definitions(ws: Path) -> None:
     """Fast Preemption's protocol: orig_acc is the victim's, re_acc the RE's (= clean_acc without
     a reversion), reversion_recovery the share of the change the reversion undoes."""
     df = pd.read_csv(ws / "results" / "metrics.csv")
-    assert (df.groupby("victim")["orig_acc"].nunique() == 1).all()
+    deterministic = df[df.victim.isin(["victim_mlp", "victim_mlp_at", "victim_resnet_at"])]
+    assert (deterministic.groupby("victim")["orig_acc"].nunique() == 1).all()
     plain = df[df.reversion == "none"]
     assert ((plain["re_acc"] - plain["clean_acc"]).abs() < 1e-6).all() and plain["reversion_recovery"].isna().all()
     prot = df[(df.attack == "clean") & (df.reversion != "none") & (df.orig_acc != df.re_acc)]
@@ -128,7 +130,7 @@ def test_table_xi_and_smoothing_columns(ws: Path) -> None:
     df = pd.read_csv(ws / "results" / "metrics.csv")
     backed = df[df.defense.isin(["mcgs", "bilevel"])]
     assert backed["grad_sim"].between(-1, 1).all() and df[df.defense == "none"]["grad_sim"].isna().all()
-    both = df.dropna(subset=["ce_robust", "ce_fooled"])
+    both = df[df.robust_acc_by_surrogate.isna() & (df.attack != "certify")].dropna(subset=["ce_robust", "ce_fooled"])
     robust_share = both["robust_acc"] / 100
     assert ((both["ce_robust"] * robust_share + both["ce_fooled"] * (1 - robust_share) - both["ce"]).abs() < 1e-3).all()
     cert = df[df.attack == "certify"]

@@ -123,7 +123,9 @@ def build(p: Params) -> list[Stage]:
                  roles(p.defenses[d]).values() if rcfg.uses_defense_models() else [])])),
              *_code("preempt.stages.revert", REVERSIONS[rcfg.method].module, *rcfg.code_modules(),
                     DEFENSES[p.defenses[d].method].module)),
-            (f"reversions.{r}", f"defenses.{d}", "runtime"), tuple(with_sidecar(input_path(d, r)))))
+            # a file without a reversions section gets the implicit 'none', a key DVC cannot read
+            (*((f"reversions.{r}",) if r in p.raw.get("reversions", {}) else ()), f"defenses.{d}", "runtime"),
+            tuple(with_sidecar(input_path(d, r)))))
     for d, r, v, a in cells:
         # the cell also reads the RE (protocol accuracies) and the defense's backbone (grad_sim)
         extra = (*((re_path(d),) if r != "none" else ()),

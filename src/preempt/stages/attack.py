@@ -86,9 +86,10 @@ def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: tor
     n = len(next(iter(advs.values())))
     x_in, y, x0 = x_in[:n], y[:n], x0[:n]
     threat = acfg.threat_eps
-    robust, robust_ball = {}, {}
+    robust, robust_ball, correct = {}, {}, {}
     for name, x_adv in advs.items():
         pred = metrics.predict(model, x_adv)
+        correct[name] = pred == y
         robust[name] = metrics.accuracy(pred, y)
         if threat is not None:  # an example pushed out of the threat ball counts as robust
             d = (x_adv - x0).flatten(1)
@@ -111,7 +112,7 @@ def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: tor
         "adv_linf": max(float((a - x_in).flatten(1).abs().amax(1).max()) if n else 0.0 for a in advs.values()),
         "sec_per_image": meta["defense_sec_per_image"],
         "attack_sec_per_image": seconds / max(n, 1),
-        **diagnostics(ctx, cell, x_in, y, x0, model, x_adv, clean_acc),
+        **diagnostics(ctx, cell, x_in, y, x0, model, next(iter(correct.values())), clean_acc),
     }
     measured = acfg.measure(model, x_in, y, batch_generator(acfg.seed, 0, ctx.device))
     row.update({k: v for k, v in measured.items() if not isinstance(v, torch.Tensor)})
@@ -125,8 +126,9 @@ def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: tor
 
 
 def diagnostics(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: torch.Tensor,
-                model: torch.nn.Module, x_adv: torch.Tensor, clean_acc: float) -> dict[str, float | None]:
-    """The protocol accuracies and MSPD's Table XI columns of a cell (see the module docstring)."""
+                model: torch.nn.Module, robust: torch.Tensor, clean_acc: float) -> dict[str, float | None]:
+    """The protocol accuracies and MSPD's Table XI columns of a cell (see the module docstring);
+    ``robust`` marks the images still correct after the (first surrogate's) attack."""
     defense, reversion, _, _ = cell
     n = len(y)
     orig_acc = metrics.accuracy(metrics.predict(model, x0), y)
@@ -135,7 +137,6 @@ def diagnostics(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x
     else:
         x_re = artifacts.load(paths.re_path(defense))[0]["x"][:n].to(ctx.device)
         re_acc = metrics.accuracy(metrics.predict(model, x_re), y)
-    robust = metrics.predict(model, x_adv) == y
     ce = metrics.cross_entropy(model, x_in, y)
     backbone = roles(ctx.params.defenses[defense]).get("backbone")
     k = min(n, ctx.params.metrics.grad_sim_images)
