@@ -66,7 +66,7 @@ def shrink(raw: dict) -> dict:
 def ws(tmp_path_factory) -> Path:
     raw = shrink(yaml.safe_load((ROOT / "params.yaml").read_text()))
     ws = make_workspace(tmp_path_factory.mktemp("methods"), raw)
-    run(["snakemake", "--cores", "2"], ws)
+    run(["snakemake", "--cores", "2"], ws, timeout=3600)  # the largest workflows of the suite
     return ws
 
 

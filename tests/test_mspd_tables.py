@@ -30,7 +30,7 @@ def ws(tmp_path_factory) -> Path:
         a.update(steps=3) if a["method"] == "pgd" else a.update(n_iter=5)
     raw["report"]["n_examples"] = 4
     ws = make_workspace(tmp_path_factory.mktemp("mspd"), raw)
-    run(["snakemake", "--cores", "2"], ws)
+    run(["snakemake", "--cores", "2"], ws, timeout=3600)  # the largest workflows of the suite
     return Path(ws)
 
 
