@@ -9,6 +9,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from .attacks import input_grad
+
 _LPIPS_WEIGHTS = {"alex": ("alexnet", "AlexNet_Weights"), "vgg": ("vgg16", "VGG16_Weights"),
                   "squeeze": ("squeezenet1_1", "SqueezeNet1_1_Weights")}
 
@@ -38,14 +40,8 @@ def gradient_similarity(a: nn.Module, b: nn.Module, x: torch.Tensor, y: torch.Te
     out = []
     for i in range(0, len(x), batch_size):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        grads = []
-        for model in (a, b):
-            xg = xb.detach().clone().requires_grad_(True)
-            with torch.enable_grad():
-                loss = nn.functional.cross_entropy(model(xg), yb, reduction="sum")
-                (g,) = torch.autograd.grad(loss, xg)
-            grads.append(g.flatten(1))
-        out.append(nn.functional.cosine_similarity(grads[0], grads[1], dim=1, eps=1e-12))
+        ga, gb = (input_grad(model, xb, yb).flatten(1) for model in (a, b))
+        out.append(nn.functional.cosine_similarity(ga, gb, dim=1, eps=1e-12))
     return torch.cat(out) if out else x.new_zeros(0)
 
 

@@ -61,9 +61,8 @@ def vote_counts(base: nn.Module, x: torch.Tensor, sigma: float, n: int, generato
             k = min(per, n - done)
             noisy = x.repeat(k, *([1] * (x.dim() - 1)))
             noisy = noisy + sigma * torch.randn(noisy.shape, generator=generator, device=x.device)
-            pred = base(noisy).argmax(1).view(k, len(x))
-            c = int(base(x[:1]).shape[1]) if counts is None else counts.shape[1]
-            hits = nn.functional.one_hot(pred, c).sum(0)
+            logits = base(noisy)
+            hits = nn.functional.one_hot(logits.argmax(1).view(k, len(x)), logits.shape[1]).sum(0)
             counts = hits if counts is None else counts + hits
     assert counts is not None
     return counts
