@@ -1,63 +1,167 @@
-"""Reproduced vs published: match published numbers to grid cells by *what* ran.
+"""The papers' headline claims as checks on ``results/metrics.csv``: holds / fails / not measured.
 
-A cell's names (``mspd``, ``victim3``) are the experiment's own; published numbers are keyed by
-what was run instead, so the match does not depend on naming. Each config describes itself
-(``ref()`` of defenses, attacks and models; the aggregate stage writes them into metrics.csv):
+A claim (``config/claims.yaml``) compares two numbers drawn from the tidy table, never a verdict
+written by hand::
 
-- ``defense_ref``: ``none`` or ``mcgs/<schedule>/N<n>/eta<eta>/eps<eps>`` (eps to 4 decimals);
-- ``victim_ref``: the RobustBench zoo name, a checkpoint's file name, or ``train/<arch>/<recipe>``;
-- ``attack_ref``: e.g. ``autoattack/standard/Linf/0.0314``, ``pgd-ce/Linf/0.0314/20``.
+    - id: mspd_raises_robust_acc
+      paper: mspd
+      exhibit: table4                # the paper's table or figure it rests on
+      statement: MSPD raises robust accuracy under AutoAttack over no defense on every
+                 adversarially trained victim
+      where: {attack_ref: "autoattack/standard/*", reversion: none, victim_at: true}
+      by: [victim, attack]           # the comparison must hold in every group
+      lhs: {where: {defense_ref: "mcgs/F1B1/N20/*"}, metric: robust_acc}
+      op: ">"
+      rhs: {where: {defense_ref: none}, metric: robust_acc}
 
-``config/published.csv`` holds published numbers (numbers only, each with its source and table
-reference) under the same keys; ``compare`` joins them with the reproduced ``metrics.csv`` rows.
+A side is the ``agg`` (mean by default) of ``metric`` over the rows its ``where`` (and the claim's
+``where``) select, per group of ``by``; ``rhs`` may also be a number. The claim reads
+``lhs op factor * rhs + margin``. Filters match columns by shell pattern (``fnmatch``, a leading
+``!`` excludes), a list of patterns (any), or an exact bool/number; the ``;``-joined columns
+(``tables``, ``reproduces``) match when any of their entries does. A claim whose sides select no
+common group is "not measured in this experiment".
 """
 
 from __future__ import annotations
 
+import fnmatch
+import math
 from pathlib import Path
+from typing import Literal, Union
 
 import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import PreemptError
+from .errors import ConfigError
+from .published import expand
+from .registry import validate_model
 
-KEYS = ["dataset", "defense_ref", "victim_ref", "attack_ref", "reversion"]
-
-
-def load_published(path: str | Path) -> pd.DataFrame:
-    df = pd.read_csv(path, comment="#", dtype={"value": float})
-    missing = {*KEYS, "metric", "value", "source", "reference"} - set(df.columns)
-    if missing:
-        raise PreemptError(f"{path}: missing columns {sorted(missing)}")
-    return df
+Pattern = Union[str, bool, int, float, list[str]]
+LIST_COLUMNS = ("tables", "reproduces")
+HOLDS, FAILS, NOT_MEASURED = "holds", "fails", "not measured in this experiment"
+COLUMNS = ["claim", "paper", "exhibit", "statement", "verdict", "lhs", "rhs", "groups", "numbers"]
 
 
-def compare(metrics: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
-    """One row per published number that an experiment cell reproduces: both values and the gap.
+class Side(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
-    ``clean_acc``/``robust_acc`` match cell by cell; ``sec_per_image`` matches on the defense
-    alone (averaged over the experiment's cells of that defense).
-    """
-    cols = ["dataset", "defense", "victim", "attack", "reversion", *KEYS[1:4]]
-    rows = []
-    cell_metrics = published[published["metric"].isin(["clean_acc", "robust_acc"])]
-    long = metrics.melt(id_vars=[c for c in cols if c in metrics.columns],
-                        value_vars=["clean_acc", "robust_acc"], var_name="metric", value_name="reproduced")
-    m = long.merge(cell_metrics, on=[*KEYS, "metric"], how="inner")
-    if len(m):
-        # clean accuracy does not depend on the attack: keep one row per published clean number
-        m = m.drop_duplicates(subset=[*KEYS, "metric", "value"]) if (m["metric"] == "clean_acc").any() else m
-        rows.append(m)
-    timing = published[published["metric"] == "sec_per_image"]
-    if len(timing):
-        t = (metrics.groupby(["dataset", "defense", "defense_ref"], as_index=False)["sec_per_image"].mean()
-             .rename(columns={"sec_per_image": "reproduced"}))
-        rows.append(t.merge(timing.drop(columns=["victim_ref", "attack_ref", "reversion"]),
-                            on=["dataset", "defense_ref"], how="inner"))
-    if not rows:
-        return pd.DataFrame(columns=["dataset", "defense", "victim", "attack", "reversion", "metric",
-                                     "reproduced", "published", "difference", "source", "reference"])
-    out = pd.concat(rows, ignore_index=True).rename(columns={"value": "published"})
-    out["difference"] = out["reproduced"] - out["published"]
-    keep = ["dataset", "defense", "victim", "attack", "reversion", "metric", "reproduced", "published",
-            "difference", "source", "reference"]
-    return out.reindex(columns=keep).round(4)
+    where: dict[str, Pattern] = Field(default_factory=dict)
+    metric: str
+    agg: Literal["mean", "min", "max"] = "mean"
+
+
+class Claim(BaseModel):
+    """One machine-checkable statement of a paper (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    paper: str
+    exhibit: str
+    statement: str
+    where: dict[str, Pattern] = Field(default_factory=dict)
+    by: list[str] = Field(default_factory=list)
+    lhs: Side
+    op: Literal[">", ">=", "<", "<="]
+    rhs: Side | float
+    factor: float = 1.0
+    margin: float = 0.0
+    published: str = Field("", description="the paper's own numbers behind the claim, quoted")
+
+
+def load(path: str | Path) -> list[Claim]:
+    """The claims file, validated: one clear error naming the entry and the field."""
+    raw = yaml.safe_load(Path(path).read_text()) or []
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: expected a list of claims")
+    out = [validate_model(Claim, c, f"{path}: claim {i}") for i, c in enumerate(raw)]
+    ids = [c.id for c in out]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{path}: claim ids repeat ({sorted({i for i in ids if ids.count(i) > 1})}); make them unique")
+    return out
+
+
+def _match(series: pd.Series, pattern: Pattern, column: str) -> pd.Series:
+    if isinstance(pattern, bool | int | float):
+        return series == pattern
+    pats = [pattern] if isinstance(pattern, str) else pattern
+    include = [p for p in pats if not p.startswith("!")]
+    exclude = [p[1:] for p in pats if p.startswith("!")]
+
+    def hit(value: object) -> bool:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            values = [""]
+        else:
+            values = str(value).split(";") if column in LIST_COLUMNS else [str(value)]
+        ok = any(fnmatch.fnmatchcase(v, p) for v in values for p in include) if include else True
+        return ok and not any(fnmatch.fnmatchcase(v, p) for v in values for p in exclude)
+
+    return series.map(hit).astype(bool)
+
+
+def select(df: pd.DataFrame, where: dict[str, Pattern]) -> pd.DataFrame:
+    """The rows matching every filter; a filter on a column the table lacks selects nothing."""
+    mask = pd.Series(True, index=df.index)
+    for column, pattern in where.items():
+        if column not in df.columns:
+            return df.iloc[0:0]
+        mask &= _match(df[column], pattern, column)
+    return df[mask]
+
+
+def _side(df: pd.DataFrame, claim: Claim, side: Side) -> pd.Series:
+    rows = select(df, {**claim.where, **side.where})
+    if side.metric not in rows.columns:
+        return pd.Series(dtype=float)
+    rows = rows.dropna(subset=[side.metric])
+    if claim.by:
+        return rows.groupby(claim.by)[side.metric].agg(side.agg)
+    return pd.Series([rows[side.metric].agg(side.agg)] if len(rows) else [], dtype=float)
+
+
+def _holds(a: float, op: str, b: float) -> bool:
+    return {">": a > b, ">=": a >= b, "<": a < b, "<=": a <= b}[op]
+
+
+def evaluate(claim: Claim, df: pd.DataFrame) -> dict[str, object]:
+    """The verdict of one claim on the tidy table, with the numbers it used."""
+    lhs = _side(df, claim, claim.lhs)
+    if isinstance(claim.rhs, Side):
+        rhs = _side(df, claim, claim.rhs)
+        keys = [k for k in lhs.index if k in rhs.index]
+    else:
+        rhs = pd.Series({k: float(claim.rhs) for k in lhs.index}, dtype=float)
+        keys = list(lhs.index)
+    base = {"claim": claim.id, "paper": claim.paper, "exhibit": claim.exhibit, "statement": claim.statement}
+    if not keys:
+        return {**base, "verdict": NOT_MEASURED, "lhs": None, "rhs": None, "groups": 0, "numbers": ""}
+    checks = [(k, float(lhs[k]), float(rhs[k])) for k in keys]
+    ok = [_holds(a, claim.op, claim.factor * b + claim.margin) for _, a, b in checks]
+    scale = f"{claim.factor:g} x " if claim.factor != 1 else ""
+    shift = f" {claim.margin:+g}" if claim.margin else ""
+    numbers = "; ".join(f"{_label(k, claim.by)}{a:.4g} {claim.op} {scale}{b:.4g}{shift}{'' if o else ' (no)'}"
+                        for (k, a, b), o in zip(checks, ok, strict=True))
+    return {**base, "verdict": HOLDS if all(ok) else FAILS, "lhs": sum(a for _, a, _ in checks) / len(checks),
+            "rhs": sum(b for _, _, b in checks) / len(checks), "groups": len(checks), "numbers": numbers}
+
+
+def _label(key: object, by: list[str]) -> str:
+    if not by:
+        return ""
+    parts = key if isinstance(key, tuple) else (key,)
+    return "/".join(map(str, parts)) + ": "
+
+
+def check(claims: list[Claim], df: pd.DataFrame) -> pd.DataFrame:
+    """``results/claims.csv``: one row per claim, in the file's order (``cert_acc@<radius>``
+    columns split from the certified accuracies, as for the published numbers)."""
+    df = expand(df)
+    return pd.DataFrame([evaluate(c, df) for c in claims], columns=COLUMNS)
+
+
+def summary(table: pd.DataFrame) -> dict[str, int]:
+    """Counts per verdict (DVC metrics: ``dvc metrics diff`` shows a claim flipping)."""
+    counts = table["verdict"].value_counts()
+    return {"holds": int(counts.get(HOLDS, 0)), "fails": int(counts.get(FAILS, 0)),
+            "not_measured": int(counts.get(NOT_MEASURED, 0))}

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .attacks import ATTACKS, AttackConfig
 from .data import DATASETS, DatasetConfig
 from .defenses import DEFENSES, DefenseConfig
+from . import papers
 from .errors import ConfigError
 from .models import SOURCES, ModelConfig
 from .registry import MethodConfig, Registry, closest, model_refs, validate_model
@@ -38,6 +39,8 @@ class GridBlock(MethodConfig):
     reversions: list[str] = Field(default_factory=lambda: ["none"], min_length=1)
     victims: list[str] = Field(min_length=1)
     attacks: list[str] = Field(min_length=1)
+    reproduces: list[str] = Field(default_factory=list, description="the papers' tables and figures these cells "
+                                  "reproduce, as <paper>/<exhibit> (see preempt.papers)")
 
     def product(self) -> list[Cell]:
         return [(d, r, v, a) for d in self.defenses for r in self.reversions for v in self.victims for a in self.attacks]
@@ -70,6 +73,16 @@ class GridConfig(GridBlock):
     def cells(self) -> list[Cell]:
         """(defense, reversion, victim, attack) of every cell, in a stable order, each once."""
         return list(dict.fromkeys([*self.main_cells(), *(c for b in self.extra.values() for c in b.product())]))
+
+    def exhibits(self) -> dict[Cell, list[str]]:
+        """Cell -> the paper exhibits its blocks are tagged with (``reproduces``), each once."""
+        out: dict[Cell, list[str]] = {c: [] for c in self.cells()}
+        for c in self.main_cells():
+            out[c] += self.reproduces
+        for b in self.extra.values():
+            for c in b.product():
+                out[c] += [k for k in b.reproduces if k not in out[c]]
+        return out
 
     def tables(self) -> dict[Cell, list[str]]:
         """Cell -> the blocks ('main' and extra names) it belongs to (the report groups by them)."""
@@ -151,9 +164,18 @@ class ResourcesConfig(MethodConfig):
 
 
 class ReportConfig(MethodConfig):
-    notebooks: list[str] = Field(default_factory=lambda: ["results"])
+    notebooks: list[str] = Field(default_factory=lambda: ["results", *papers.PAPERS],
+                                 description="results (the overview) and one per paper (preempt.papers)")
     n_examples: int = Field(8, ge=1, le=64)
     perturbation_gain: float = Field(10.0, gt=0)
+
+    @field_validator("notebooks")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        for nb in v:
+            if nb != "results" and nb not in papers.PAPERS:
+                raise ValueError(f"no notebook {nb!r}: use results or a paper ({', '.join(papers.PAPERS)})")
+        return v
 
 
 class Params(BaseModel):
@@ -250,6 +272,9 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
         where = "grid" if block_name == "main" else f"grid.extra.{block_name}"
         if block_name != "main":
             _check_name("grid.extra", block_name)
+        for key in block.reproduces:
+            if key not in papers.exhibit_keys():
+                raise ConfigError(f"{where}.reproduces: '{key}' is no paper exhibit; {closest(key, papers.exhibit_keys())}")
         for field, section in (("defenses", "defenses"), ("reversions", "reversions"),
                                ("victims", "models"), ("attacks", "attacks")):
             values = getattr(block, field)

@@ -9,15 +9,17 @@ from ``preempt.paths``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from pathlib import Path
+from typing import Any, Iterable
 
+from . import papers
 from .attacks import ATTACKS
 from .config import Params
 from .data import DATASETS
 from .defenses import DEFENSES, roles
 from .models import SOURCES
-from .paths import (METRICS_CSV, PUBLISHED_CSV, Shard, adv_path, adv_shard_path, cell_path, data_path, figures_dir,
-                    input_path, model_path, module_file, notebook_path, re_path, re_shard_path, report_path,
+from .paths import (CLAIMS_CSV, CLAIMS_FILE, CLAIMS_JSON, CONFIG_DIR, METRICS_CSV, PUBLISHED_CSV, SUMMARY_JSON, Shard,
+                    adv_path, adv_shard_path, cell_path, data_path, figures_dir, html_path, input_path, model_path, module_file, notebook_path, re_path, re_shard_path, report_path,
                     shard_suffix, with_sidecar)
 from .registry import model_refs
 from .reversions import REVERSIONS
@@ -32,6 +34,8 @@ class Stage:
     outs: tuple[str, ...]
     dir_outs: tuple[str, ...] = field(default=())
     shard: Shard | None = None  # (i, k): the i-th of k chunks of the images
+    metrics: tuple[str, ...] = field(default=())  # outputs DVC shows as metrics (`dvc metrics show/diff`)
+    plots: tuple[tuple[str, dict[str, Any]], ...] = field(default=())  # (CSV inside an out, DVC plot spec)
 
     def _parts(self) -> tuple[str, ...]:
         return (self.family, *self.args, *((shard_suffix(self.shard),) if self.shard else ()))
@@ -50,7 +54,10 @@ class Stage:
         return " ".join(("python -m preempt", self.family, *shard, *self.args))
 
     def all_outs(self) -> list[str]:
-        return [*self.outs, *self.dir_outs]
+        return [*self.file_outs(), *self.dir_outs]
+
+    def file_outs(self) -> list[str]:
+        return [*self.outs, *self.metrics]
 
 
 def _code(*modules: str) -> tuple[str, ...]:
@@ -145,15 +152,48 @@ def build(p: Params) -> list[Stage]:
                              model_path(v),
                              *_code("preempt.stages.gather", "preempt.stages.attack", "preempt.metrics")),
                             params, outs))
-    stages.append(Stage("aggregate", (), (*(cell_path(*c) for c in cells), *_code("preempt.stages.aggregate", "preempt.claims")),
-                        ("grid",), (METRICS_CSV,)))
+    stages.append(Stage("aggregate", (), (*(cell_path(*c) for c in cells), CLAIMS_FILE,
+                                          *_code("preempt.stages.aggregate", "preempt.claims", "preempt.published")),
+                        ("grid",), (METRICS_CSV, CLAIMS_CSV), metrics=(CLAIMS_JSON, SUMMARY_JSON)))
     for nb in p.report.notebooks:
+        inputs = report_inputs(p, nb)
+        modules = ("preempt.stages.report", "preempt.plots", "preempt.published", "preempt.papers",
+                   *((f"preempt.papers.{nb}",) if nb in papers.PAPERS else ()))
         stages.append(Stage(
             "report", (nb,),
-            (METRICS_CSV, notebook_path(nb), PUBLISHED_CSV, *test,
-             *(re_path(d) for d in g.names("defenses")),
-             *_code("preempt.stages.report", "preempt.plots", "preempt.claims")),
-            ("report", "grid"), (report_path(nb),), (figures_dir(nb),)))
+            (METRICS_CSV, CLAIMS_CSV, notebook_path(nb), PUBLISHED_CSV, *experiment_files(), inputs["data"],
+             *inputs["re"].values(), *inputs["adv"].values(), *inputs["revert"].values(), *_code(*modules)),
+            ("report", "grid"), (report_path(nb), html_path(nb)), (figures_dir(nb),),
+            plots=tuple((f"{figures_dir(nb)}/{e.id}.csv", dict(e.plot)) for e in _exhibits(nb) if e.plot)))
     return stages
+
+
+def _exhibits(notebook: str) -> tuple[papers.Exhibit, ...]:
+    return papers.PAPERS[notebook].exhibits if notebook in papers.PAPERS else ()
+
+
+def experiment_files() -> list[str]:
+    """The experiment files under config/ (a paper notebook names those that produce what the
+    current experiment lacks)."""
+    return sorted(str(f) for f in Path(CONFIG_DIR).glob("*.yaml") if str(f) != CLAIMS_FILE)
+
+
+def report_inputs(p: Params, notebook: str) -> dict[str, Any]:
+    """The artifacts a report notebook reads besides metrics.csv (its stage's dependencies and its
+    papermill parameters, from this one function): the test split, every RE, and the adversarial
+    examples / reverted REs of the cells tagged with an exhibit of its paper that shows them."""
+    g = p.grid
+    cells, tags = g.cells(), g.exhibits()
+    needs: dict[str, set[str]] = {"adv": set(), "revert": set()}
+    for e in _exhibits(notebook):
+        for kind in e.needs:
+            needs[kind].add(e.key)
+    return {
+        "data": data_path("test"),
+        "re": {d: re_path(d) for d in g.names("defenses")},
+        "adv": {"/".join(c): adv_path(*c) for c in cells if needs["adv"] & set(tags[c])},
+        "revert": {f"{c[0]}/{c[1]}": input_path(c[0], c[1]) for c in cells
+                   if c[1] != "none" and needs["revert"] & set(tags[c])},
+    }
 
 

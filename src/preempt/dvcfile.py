@@ -28,7 +28,13 @@ def dvc_yaml(stages: list[Stage], params_file: str = PARAMS_FILE) -> str:
         keys = list(st.params)
         entry["params"] = keys if params_file == PARAMS_FILE else [{params_file: keys}]
         entry["outs"] = [*st.outs, *st.dir_outs]
+        if st.metrics:
+            entry["metrics"] = list(st.metrics)
         doc["stages"][st.name] = entry
+    # the figures' tidy CSVs (written inside the report stages' figure folders): `dvc plots diff`
+    plots = [{path: spec} for st in stages for path, spec in st.plots]
+    if plots:
+        doc["plots"] = plots
     return HEADER + yaml.safe_dump(doc, sort_keys=False, width=1000)
 
 

@@ -22,7 +22,12 @@ RESULTS = Path("results")
 REPORTS = Path("reports")
 SRC = Path("src/preempt")
 METRICS_CSV = str(RESULTS / "metrics.csv")
-PUBLISHED_CSV = "config/published.csv"  # published numbers the report compares with (preempt.claims)
+CLAIMS_CSV = str(RESULTS / "claims.csv")  # the papers' claims checked on metrics.csv (preempt.claims)
+CLAIMS_JSON = str(RESULTS / "claims.json")  # the same as DVC metrics: claim -> 1 holds / 0 fails
+SUMMARY_JSON = str(RESULTS / "summary.json")  # DVC metrics: per defense, means over the main table
+CONFIG_DIR = "config"  # the experiment files (and published.csv, claims.yaml)
+CLAIMS_FILE = "config/claims.yaml"  # the claims themselves
+PUBLISHED_CSV = "config/published.csv"  # published numbers the report compares with (preempt.published)
 
 Shard = tuple[int, int]  # (i, k): the i-th of k chunks of the evaluation images, 1-based
 
@@ -65,6 +70,10 @@ def cell_path(defense: str, reversion: str, victim: str, attack: str) -> str:
 
 def report_path(notebook: str) -> str:
     return str(REPORTS / f"{notebook}.ipynb")
+
+
+def html_path(notebook: str) -> str:
+    return str(REPORTS / f"{notebook}.html")
 
 
 def figures_dir(notebook: str) -> str:

@@ -8,7 +8,34 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .claims import compare
+from .published import compare
+
+# One style for every figure: sized for a paper's column (3.4 in) or page (7 in), 8 pt text.
+COLUMN_IN, PAGE_IN = 3.4, 7.0
+STYLE: dict[str, Any] = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7, "xtick.labelsize": 7,
+         "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+         "grid.alpha": 0.3, "lines.linewidth": 1.2, "lines.markersize": 4, "savefig.bbox": "tight",
+         "savefig.pad_inches": 0.02, "pdf.fonttype": 42}
+
+
+def figure(nrows: int = 1, ncols: int = 1, *, width: float = COLUMN_IN, height: float | None = None) -> tuple[Any, Any]:
+    """A styled figure and a 2-D array of axes (``width``: COLUMN_IN or PAGE_IN)."""
+    import matplotlib.pyplot as plt
+
+    plt.style.use(STYLE)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, height or 0.75 * width * nrows / max(ncols, 1) + 0.3),
+                             squeeze=False)
+    return fig, axes
+
+
+def save(fig: Any, png: str | Path) -> None:
+    """The figure as PNG (for the report, 200 dpi) and PDF (vector, for a paper) side by side."""
+    import matplotlib.pyplot as plt
+
+    png = Path(png)
+    fig.savefig(png, dpi=200)
+    fig.savefig(png.with_suffix(".pdf"))
+    plt.close(fig)
 
 
 def rows(df: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -88,7 +115,7 @@ def reversion_table(df: pd.DataFrame, attack: str | None = None) -> pd.DataFrame
 
 
 def published_table(df: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
-    """Reproduced vs published, side by side with the difference (see ``preempt.claims``)."""
+    """Reproduced vs published, side by side with the difference (see ``preempt.published``)."""
     return compare(df, published)
 
 

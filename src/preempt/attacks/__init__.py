@@ -60,7 +60,7 @@ class AttackConfig(MethodConfig):
     def ref(self) -> str:
         """What ran, independently of the entry's name: e.g. ``autoattack/standard/Linf/0.0314``,
         ``pgd-ce/Linf/0.0314/20``, ``transfer[surrogate]/mifgsm/Linf/0.1000`` (the key that
-        published numbers are matched on, see ``preempt.claims``)."""
+        published numbers are matched on, see ``preempt.published``)."""
         ref = self.core_ref()
         if self.bpda:
             ref = f"bpda+{ref}"

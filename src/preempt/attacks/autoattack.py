@@ -35,7 +35,13 @@ class AutoAttackConfig(AttackConfig):
     batch_size: int = Field(500, ge=1)
 
     def core_ref(self) -> str:
-        return f"autoattack/{self.version}/{self.norm}/{self.eps:.4f}"
+        """``autoattack/<version>/<norm>/<eps>``, then whatever departs from the version's own
+        settings (a sub-attack subset, fewer iterations or queries), so a reduced AutoAttack never
+        matches a published full one."""
+        knobs = [("+".join(self.attacks) if self.attacks else ""),
+                 *(f"{k}{v}" for k, v in (("it", self.n_iter), ("q", self.n_queries), ("t", self.n_target_classes),
+                                          ("eot", self.eot_iter)) if v is not None)]
+        return "/".join([f"autoattack/{self.version}/{self.norm}/{self.eps:.4f}", *filter(None, knobs)])
 
 
 def build(model: nn.Module, cfg: AutoAttackConfig, device: torch.device | str) -> Any:

@@ -58,14 +58,18 @@ class MislabelConfig(MethodConfig):
 
 class DefenseConfig(MethodConfig):
     """Fields every defense has; ``ref`` says what ran, independently of the entry's name (the key
-    that published numbers are matched on, see ``preempt.claims``)."""
+    that published numbers are matched on, see ``preempt.published``)."""
 
     method: str
     seed: int = 0
     mislabel: MislabelConfig | None = Field(None, description="Fast Preemption's evaluation protocol: wrong labels for a share of the images")
 
     def ref(self) -> str:
-        return self.method if self.mislabel is None else f"{self.method}+mislabel{self.mislabel.fraction:g}"
+        return self.with_mislabel(self.method)
+
+    def with_mislabel(self, ref: str) -> str:
+        """``ref`` plus the evaluation protocol's mislabel share, if any (a different experiment)."""
+        return ref if self.mislabel is None else f"{ref}+mislabel{self.mislabel.fraction:g}"
 
 
 def roles(cfg: MethodConfig) -> dict[str, str]:

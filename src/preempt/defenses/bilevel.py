@@ -57,6 +57,9 @@ class BiLevelConfig(DefenseConfig):
     label_source: LabelSource = "classifier"
     reverse: bool = Field(False, description="maximise instead (the reconstruction attack's dynamics)")
 
+    def ref(self) -> str:
+        return self.with_mislabel(f"bilevel/{self.norm}/eps{self.eps:.4f}/iter{self.max_iter}/T{self.inner_steps}")
+
 
 def inner_attack(model: nn.Module, xr: torch.Tensor, y: torch.Tensor, cfg: BiLevelConfig,
                  generator: torch.Generator) -> torch.Tensor:

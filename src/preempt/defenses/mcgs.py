@@ -78,7 +78,8 @@ class MCGSConfig(DefenseConfig):
         return v
 
     def ref(self) -> str:
-        return f"mcgs/{self.schedule}/N{self.n_samples}/eta{self.eta:g}/eps{self.eps:.4f}"
+        labels = "" if self.label_source == "classifier" else f"/labels-{self.label_source}"
+        return self.with_mislabel(f"mcgs/{self.schedule}/N{self.n_samples}/eta{self.eta:g}/eps{self.eps:.4f}{labels}")
 
 
 def smoothed_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,

@@ -27,12 +27,17 @@ ARCHS: Registry[ArchFactory] = Registry("architecture", "preempt.models", key="a
 
 class ModelConfig(MethodConfig):
     """Fields every model entry has; ``ref`` says what the model is, independently of its name in
-    params.yaml (the key that published numbers are matched on, see ``preempt.claims``)."""
+    params.yaml (the key that published numbers are matched on, see ``preempt.published``)."""
 
     source: str
 
     def ref(self, models: Mapping[str, "ModelConfig"]) -> str:
         return self.source
+
+    def adversarial(self, models: Mapping[str, "ModelConfig"]) -> bool | None:
+        """Whether the model was adversarially trained (claims such as "on every adversarially
+        trained victim" select by it); None where the source cannot tell."""
+        return None
 
     def external(self, name: str, fetch: bool) -> str | None:
         """Files from outside the pipeline this model reads (zoo weights, a checkpoint): check them

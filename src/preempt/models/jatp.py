@@ -60,6 +60,9 @@ class JATPConfig(OptimConfig, ModelConfig):
     def ref(self, models: Mapping[str, ModelConfig]) -> str:
         return f"jatp({models[self.target].ref(models)})"
 
+    def adversarial(self, models: Mapping[str, ModelConfig]) -> bool | None:
+        return models[self.target].adversarial(models)
+
 
 class _Block(nn.Module):
     def __init__(self, width: int) -> None:

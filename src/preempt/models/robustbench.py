@@ -53,6 +53,9 @@ class RobustBenchConfig(ModelConfig):
     def ref(self, models: Mapping[str, ModelConfig]) -> str:
         return self.name
 
+    def adversarial(self, models: Mapping[str, ModelConfig]) -> bool | None:
+        return self.threat_model != "corruptions" and self.name != "Standard"  # the Linf/L2 leaderboards
+
     def external(self, name: str, fetch: bool) -> str | None:
         files = fetch_weights(name, self) if fetch else check_present(name, self)
         return ", ".join(map(str, files)) or "no weight file needed"

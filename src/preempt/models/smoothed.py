@@ -50,6 +50,9 @@ class SmoothedConfig(ModelConfig):
     def ref(self, models: Mapping[str, ModelConfig]) -> str:
         return f"smoothed[{self.sigma:g}]({models[self.model].ref(models)})"
 
+    def adversarial(self, models: Mapping[str, ModelConfig]) -> bool | None:
+        return models[self.model].adversarial(models)
+
 
 def vote_counts(base: nn.Module, x: torch.Tensor, sigma: float, n: int, generator: torch.Generator,
                 chunk_size: int = 10_000) -> torch.Tensor:

@@ -61,6 +61,9 @@ class TrainConfig(OptimConfig, ModelConfig):
     def ref(self, models: Mapping[str, ModelConfig]) -> str:
         return f"train/{self.arch}/{self.recipe['method']}"
 
+    def adversarial(self, models: Mapping[str, ModelConfig]) -> bool | None:
+        return "eps" in self.recipe  # a recipe trained against a perturbation budget
+
 
 def build(cfg: TrainConfig, spec: ImageSpec) -> Normalized:
     """The wrapped, randomly initialised network for ``cfg`` (init is seeded by ``cfg.seed``)."""

@@ -54,6 +54,9 @@ class TransformVictimConfig(ModelConfig):
     def ref(self, models: Mapping[str, ModelConfig]) -> str:
         return f"{self.transform['method']}({models[self.model].ref(models)})"
 
+    def adversarial(self, models: Mapping[str, ModelConfig]) -> bool | None:
+        return models[self.model].adversarial(models)
+
 
 def deploy_transform(cfg: TransformVictimConfig, env: Env) -> Preprocessed:
     fn, tcfg = transform_entry(cfg.transform)

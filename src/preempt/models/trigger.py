@@ -41,7 +41,7 @@ class TriggerConfig(TrainConfig):
     kl_weight: float = Field(1.0, ge=0)
 
     def ref(self, models: Mapping[str, ModelConfig]) -> str:
-        return f"trigger/{self.arch}"
+        return f"trigger/{self.arch}/{self.trigger}"
 
 
 class AddTrigger(nn.Module):

@@ -120,7 +120,8 @@ def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: tor
     row.update({k: v for k, v in measured.items() if not isinstance(v, torch.Tensor)})
     per_image = {k: v for k, v in measured.items() if isinstance(v, torch.Tensor)}  # e.g. certified radii
     extra = {f"x_{s}": a for s, a in advs.items()} if surrogates else {}
-    artifacts.save(paths.adv_path(*cell), {"x": x_adv, "y": y, **extra, **per_image},
+    # ``correct``: per image, still correct after the (first surrogate's) attack (success/failure figures)
+    artifacts.save(paths.adv_path(*cell), {"x": x_adv, "y": y, "correct": next(iter(correct.values())), **extra, **per_image},
                    record(ctx, cell, seconds, surrogates=surrogates))
     artifacts.write_json(paths.cell_path(*cell), row)
     log.info("cell %s: clean %.1f%% robust %.1f%% -> %s", "/".join(cell), row["clean_acc"], row["robust_acc"],

@@ -1,6 +1,9 @@
-"""Stage ``report NOTEBOOK``: execute ``notebooks/NOTEBOOK.ipynb`` with papermill into reports/.
+"""Stage ``report NOTEBOOK``: execute ``notebooks/NOTEBOOK.ipynb`` with papermill into reports/,
+then export it to one self-contained HTML file (nbconvert) that a reader opens in a browser.
 
-The executed notebook and its PNG figures are written under temporary names and renamed on
+``results`` is the overview; every other notebook is one paper (``preempt.papers``), showing its
+claims, its tables and figures in the paper's layout, and ours beside the published numbers.
+The executed notebook, its HTML and its figures are written under temporary names and renamed on
 success, so a failed notebook leaves no report that looks complete.
 """
 
@@ -10,9 +13,11 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from .. import paths
+from .. import dag, papers, paths
 from ..artifacts import atomic_path
+from ..config import load as load_params
 from ..errors import PreemptError
 from ..runtime import log
 from . import Context
@@ -31,30 +36,59 @@ def kernel_name() -> str:
     raise PreemptError("no Jupyter kernel 'preempt' (or 'python3') is installed; run ./setup.sh")
 
 
+def producers() -> dict[str, list[str]]:
+    """Exhibit key -> the experiment files under config/ whose grid reproduces it (what a paper
+    notebook names for an exhibit the current experiment lacks)."""
+    out: dict[str, list[str]] = {k: [] for k in papers.exhibit_keys()}
+    for f in dag.experiment_files():
+        for key in dict.fromkeys(k for ks in load_params(f).grid.exhibits().values() for k in ks):
+            out[key].append(f)
+    return out
+
+
+def parameters(ctx: Context, notebook: str, figures: Path) -> dict[str, Any]:
+    """What papermill injects: absolute paths (the kernel's cwd is the project root anyway)."""
+    r = ctx.params.report
+    inputs = dag.report_inputs(ctx.params, notebook)
+    absolute = {k: ({n: os.path.abspath(v) for n, v in v.items()} if isinstance(v, dict) else os.path.abspath(v))
+                for k, v in inputs.items()}
+    base = {"metrics_csv": os.path.abspath(paths.METRICS_CSV), "published_csv": os.path.abspath(paths.PUBLISHED_CSV),
+            "figures_dir": str(figures.resolve()), "n_examples": r.n_examples, "perturbation_gain": r.perturbation_gain}
+    if notebook == "results":
+        return {**base, "data_path": absolute["data"], "re_paths": absolute["re"]}
+    return {**base, "claims_csv": os.path.abspath(paths.CLAIMS_CSV), "artifact_paths": absolute,
+            "producers": producers(), "params_file": paths.PARAMS_FILE}
+
+
+def export_html(notebook: Path, out: Path) -> None:
+    """One self-contained HTML file (figures embedded), without the input code cells' noise."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    out.write_text(body, encoding="utf-8")
+
+
 def run(ctx: Context, notebook: str) -> None:
     import papermill as pm
 
     src = paths.notebook_path(notebook)
-    out, figs = Path(paths.report_path(notebook)), Path(paths.figures_dir(notebook))
+    out, html, figs = Path(paths.report_path(notebook)), Path(paths.html_path(notebook)), Path(paths.figures_dir(notebook))
     figs.parent.mkdir(parents=True, exist_ok=True)
     tmp_figs = Path(tempfile.mkdtemp(prefix=f".{figs.name}.", dir=figs.parent))
     os.environ.setdefault("MPLBACKEND", "Agg")
-    r = ctx.params.report
-    parameters = {
-        "metrics_csv": os.path.abspath(paths.METRICS_CSV), "published_csv": os.path.abspath(paths.PUBLISHED_CSV),
-        "figures_dir": str(tmp_figs.resolve()),
-        "data_path": os.path.abspath(paths.data_path("test")),
-        "re_paths": {d: os.path.abspath(paths.re_path(d)) for d in ctx.params.grid.names("defenses")},
-        "n_examples": r.n_examples, "perturbation_gain": r.perturbation_gain,
-    }
-    log.info("executing %s with papermill -> %s (figures in %s)", src, out, figs)
+    log.info("executing %s with papermill -> %s and %s (figures in %s)", src, out, html, figs)
     try:
-        with atomic_path(out) as tmp_nb:
-            pm.execute_notebook(src, str(tmp_nb), parameters=parameters, kernel_name=kernel_name(),
-                                progress_bar=False, cwd=os.getcwd())
+        with atomic_path(out) as tmp_nb, atomic_path(html) as tmp_html:
+            pm.execute_notebook(src, str(tmp_nb), parameters=parameters(ctx, notebook, tmp_figs),
+                                kernel_name=kernel_name(), progress_bar=False, cwd=os.getcwd())
             # point the notebook's figure paths at their final place before it is published
             text = tmp_nb.read_text().replace(str(tmp_figs.resolve()), str(figs.resolve()))
             tmp_nb.write_text(text)
+            export_html(tmp_nb, tmp_html)
+            for f in (tmp_nb, tmp_html):
+                f.chmod(0o644)  # readable by the team (mkstemp makes files private)
             if figs.exists():
                 shutil.rmtree(figs)
             tmp_figs.chmod(0o755)  # mkdtemp makes it private
@@ -62,4 +96,4 @@ def run(ctx: Context, notebook: str) -> None:
     finally:
         if tmp_figs.exists():
             shutil.rmtree(tmp_figs)
-    log.info("report %s: %d figures", out, len(list(figs.glob("*.png"))))
+    log.info("report %s (+ %s): %d figures", out, html, len(list(figs.glob("*.png"))))

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
-from preempt import claims, config, dag, paths, plots
+from preempt import config, dag, paths, plots, published as claims
 from preempt.stages.aggregate import describe
 from preempt.errors import ConfigError
 

@@ -1,0 +1,164 @@
+"""Fast Preemption (Wang et al.): Tables 1-3 and Figs. 4-6 in the paper's layout."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from . import Exhibit, Paper, Results, Shown, figure, grey, image_grid, mean_table, register, save_figure, schedule_of
+
+P = "fast_preemption"
+
+
+def table1(res: Results, e: Exhibit) -> Shown | None:
+    """Per defense (rows, the paper's order): seconds per image, clean and robust accuracy under
+    each AutoAttack variant, for the paper's single victim (mean over victims here)."""
+    cells = res.cells(e.key)
+    cells = cells[cells["reversion"] == "none"]
+    if cells.empty:
+        return None
+    t = mean_table(cells, ["defense"], seconds=True)
+    return Shown(table=t[["sec/image", *[c for c in t.columns if c != "sec/image"]]],
+                 note=f"Mean over {cells['victim'].nunique()} victim(s); the paper uses one (WRN-94-16 / Swin-L).")
+
+
+def table2(res: Results, e: Exhibit) -> Shown | None:
+    """Rows: attacks; columns: defenses (no preemption, Bi-Level, Fast Preemption); robust accuracy (%)."""
+    cells = res.cells(e.key)
+    cells = cells[(cells["reversion"] == "none") & (cells["attack_ref"] != "none")]
+    if cells.empty:
+        return None
+    t = cells.pivot_table(index="attack", columns="defense", values="robust_acc", aggfunc="mean", sort=False)
+    return Shown(table=t.round(1))
+
+
+def table3(res: Results, e: Exhibit) -> Shown | None:
+    """The mislabel protocol: Original, then per defense the clean accuracy of the RE (Clean) and
+    after each reversion (JPEG, purification, white-box, black-box), mean over victims."""
+    cells = res.cells(e.key)
+    if cells.empty:
+        return None
+    per = cells.groupby(["defense", "reversion", "victim"], sort=False)[["clean_acc", "orig_acc", "re_acc"]].first()
+    t = per["clean_acc"].groupby(level=["defense", "reversion"], sort=False).mean().unstack("reversion")
+    order = [r for r in ("none", "jpeg", "jpeg50", "bitdepth", "gaussian", "resize_pad", "diffpure", "white", "gray",
+                         "black") if r in t.columns]
+    t = t[order + [c for c in t.columns if c not in order]].rename(columns={"none": "Clean (RE)"})
+    t.insert(0, "Original", per["orig_acc"].groupby(level="defense", sort=False).mean())
+    t.insert(1, "labels wrong %", cells.groupby("defense", sort=False)["defense_ref"].first()
+             .str.extract(r"mislabel([0-9.]+)")[0].astype(float).fillna(0).mul(100))
+    rec = cells[cells["reversion"] != "none"].pivot_table(index="defense", columns="reversion",
+                                                          values="reversion_recovery", aggfunc="mean", sort=False)
+    note = ("Reversion recovery (1 = back to Original, 0 = no change, < 0 = further away): "
+            + "; ".join(f"{d}: " + ", ".join(f"{r} {v:+.2f}" for r, v in row.dropna().items()) for d, row in rec.iterrows()))
+    return Shown(table=t.round(1), note=note)
+
+
+def _pick(res: Results, e: Exhibit) -> tuple[pd.DataFrame, str | None, str | None]:
+    cells = res.cells(e.key)
+    defended = cells[(cells["defense_ref"] != "none") & (cells["reversion"] == "none")]
+    if defended.empty:
+        return cells, None, None
+    d = defended["defense"].iloc[0]
+    undefended = cells[(cells["defense_ref"] == "none") & (cells["attack"].isin(defended["attack"]))]
+    return cells, d, (undefended["defense"].iloc[0] if len(undefended) else None)
+
+
+def fig4(res: Results, e: Exhibit) -> Shown | None:
+    """Originals, REs, the RE's perturbation and AutoAttack's as Eq. 14 grey maps; success cases
+    (the defended image survives the attack) first, then failures."""
+    cells, d, none = _pick(res, e)
+    if d is None or none is None:
+        return None
+    cell = cells[(cells["defense"] == d) & (cells["reversion"] == "none")].iloc[0]
+    v, a = cell["victim"], cell["attack"]
+    x, y = res.load("data")["x"], res.load("data")["y"]
+    xr = res.load("re", d)["x"]
+    adv_re = res.load("adv", f"{d}/none/{v}/{a}")
+    adv_x = res.load("adv", f"{none}/none/{v}/{a}")["x"]
+    n = min(len(adv_re["x"]), len(adv_x))
+    eps = float((xr[:n] - x[:n]).abs().max()) or 1.0
+    correct = adv_re["correct"][:n].bool() if "correct" in adv_re else torch.ones(n, dtype=torch.bool)
+    k = max(1, int(res.params.get("n_examples", 8)) // 2)
+    idx = [*torch.nonzero(correct).flatten()[:k].tolist(), *torch.nonzero(~correct).flatten()[:k].tolist()]
+    rgb = lambda delta: grey((delta + eps) / (2 * eps)) - 0.5  # Eq. 14, centred for the diverging map
+    cols = [("original", x[idx], ""), (f"RE ({d})", xr[idx], ""), ("RE perturbation", rgb(xr[idx] - x[idx]), "gray"),
+            ("AutoAttack pert.", rgb(adv_x[idx] - x[idx]), "gray")]
+    fig = image_grid(cols, len(idx))
+    data = pd.DataFrame({"image": idx, "label": y[idx].tolist(), "success": correct[idx].tolist(),
+                         "re_linf": (xr[idx] - x[idx]).flatten(1).abs().amax(1).tolist(),
+                         "aa_linf": (adv_x[idx] - x[idx]).flatten(1).abs().amax(1).tolist()})
+    shown = save_figure(fig, res, e.id, data)
+    return Shown(figure=shown.figure, csv=shown.csv,
+                 note=f"Victim {v}, attack {a}. Rows: {int(correct[idx].sum())} success case(s) (the RE stays correct "
+                      f"under the attack), then failures. Perturbation maps: Eq. 14 (NTSC grey of (delta + eps) / 2 eps).")
+
+
+def fig5(res: Results, e: Exhibit) -> Shown | None:
+    """The protective perturbation x_r - x beside what is left after white- and black-box
+    Preemptive Reversion (x_rev - x), as Eq. 14 grey maps."""
+    cells = res.cells(e.key)
+    pairs = [k for k in res.paths.get("revert", {}) if k.split("/")[0] in set(cells["defense"])
+             and k.split("/")[1] in ("white", "black")]
+    if not pairs:
+        return None
+    d = pairs[0].split("/")[0]
+    x = res.load("data")["x"]
+    xr = res.load("re", d)["x"]
+    n = int(res.params.get("n_examples", 8))
+    eps = float((xr - x[:len(xr)]).abs().max()) or 1.0
+    rgb = lambda delta: grey((delta + eps) / (2 * eps)) - 0.5
+    cols = [("original", x[:n], ""), (f"x_r - x ({d})", rgb(xr[:n] - x[:n]), "gray")]
+    rows = []
+    for r in ("white", "black"):
+        if f"{d}/{r}" in res.paths["revert"]:
+            xv = res.load("revert", f"{d}/{r}")["x"]
+            cols.append((f"after {r}-box", rgb(xv[:n] - x[:n]), "gray"))
+            rows.append({"reversion": r, "linf_to_x": float((xv - x[:len(xv)]).flatten(1).abs().amax(1).mean()),
+                         "l2_to_x": float((xv - x[:len(xv)]).flatten(1).norm(dim=1).mean())})
+    rows.insert(0, {"reversion": "none", "linf_to_x": float((xr - x[:len(xr)]).flatten(1).abs().amax(1).mean()),
+                    "l2_to_x": float((xr - x[:len(xr)]).flatten(1).norm(dim=1).mean())})
+    shown = save_figure(image_grid(cols, n), res, e.id, pd.DataFrame(rows))
+    return Shown(figure=shown.figure, csv=shown.csv, table=pd.DataFrame(rows).set_index("reversion").round(4),
+                 note="Mean distance of the (reverted) images to the originals: a reversion that erases the protection "
+                      "brings them back towards x (white-box); one that only distorts moves them further (black-box).")
+
+
+def fig6(res: Results, e: Exhibit) -> Shown | None:
+    """Per schedule (defense): clean accuracy, robust accuracy and seconds per image, three panels."""
+    cells = res.cells(e.key)
+    cells = cells[cells["reversion"] == "none"]
+    if cells.empty:
+        return None
+    scored = cells[cells["attack_ref"] != "none"]
+    data = (cells.groupby("defense", sort=False)
+            .agg(schedule=("defense_ref", lambda s: schedule_of(s.iloc[0])), clean_acc=("clean_acc", "mean"),
+                 sec_per_image=("sec_per_image", "mean"))
+            .join(scored.groupby("defense", sort=False)["robust_acc"].mean()).reset_index())
+    fig, axes = figure(1, 3, width=7.0, height=2.2)
+    for ax, col, label in zip(axes[0], ("clean_acc", "robust_acc", "sec_per_image"),
+                              ("clean accuracy (%)", "robust accuracy (%)", "seconds per image"), strict=True):
+        ax.bar(range(len(data)), data[col], color="#4C72B0")
+        ax.set_xticks(range(len(data)), data["defense"] + "\n" + data["schedule"], rotation=60, ha="right", fontsize=6)
+        ax.set_ylabel(label)
+        if col != "sec_per_image":
+            lo = float(data[col].min())
+            ax.set_ylim(max(0.0, lo - 5), min(100.0, float(data[col].max()) + 2))
+        else:
+            ax.set_yscale("log")
+    shown = save_figure(fig, res, e.id, data)
+    return Shown(table=data.set_index("defense").round(4), figure=shown.figure, csv=shown.csv,
+                 note=f"Attack: {', '.join(dict.fromkeys(scored['attack']))}; mean over {cells['victim'].nunique()} victim(s).")
+
+
+PAPER = register(Paper(P, "Fast Preemption", "Wang et al., Fast Preemption: Forward-Backward Cascade Learning for "
+                       "Efficient and Transferable Preemptive Adversarial Defense", (
+    Exhibit(P, "table1", "Table 1", "End-to-end performance against AutoAttack", table1),
+    Exhibit(P, "table2", "Table 2", "Robust accuracy against various attacks (Linf)", table2,
+            about="DeCoW and MCG (black-box) are not implemented."),
+    Exhibit(P, "table3", "Table 3", "Preemptive defenses resist reversion attacks (the mislabel protocol)", table3),
+    Exhibit(P, "fig4", "Fig. 4", "Perturbations of adversarial attacks and preemptive defenses (Eq. 14 maps)", fig4,
+            needs=("adv",)),
+    Exhibit(P, "fig5", "Fig. 5", "Perturbations before and after Preemptive Reversion", fig5, needs=("revert",)),
+    Exhibit(P, "fig6", "Fig. 6", "Clean and robust accuracy and time per learning schedule", fig6,
+            plot=(("x", "robust_acc"), ("y", "defense"), ("template", "bar_horizontal"))),
+)))

@@ -1,0 +1,154 @@
+"""Moon, An and Song (AAAI 2022), Bi-Level preemptive robustification: Tables 1-7, Figs. 3-5."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+
+from . import Exhibit, Paper, Results, Shown, figure, register, save_figure
+
+P = "moon"
+
+
+def grey_white(res: Results, e: Exhibit) -> Shown | None:
+    """Rows: (victim, defense); columns: Clean | grey-box robust accuracy per attack (the attack on
+    x_r) | white-box: the lowest robust-or-outside-ball accuracy over the reconstruction attack's
+    final-budget sweep (reversion ``reconstruct``, Definition 3)."""
+    cells = res.cells(e.key)
+    if cells.empty:
+        return None
+    grey = cells[cells["reversion"] == "none"]
+    idx = ["victim", "defense"]
+    parts = [grey.groupby(idx, sort=False)["clean_acc"].first().rename(("Clean", ""))]
+    scored = grey[grey["attack_ref"] != "none"]
+    if len(scored):
+        g = scored.pivot_table(index=idx, columns="attack", values="robust_acc", sort=False)
+        g.columns = pd.MultiIndex.from_product([["Grey-box"], g.columns])
+        parts.append(g)
+    white = cells[cells["reversion"] == "reconstruct"]
+    if len(white):
+        w = white.groupby(idx, sort=False)["robust_acc_ball"].min().rename(("White-box", "min over eps'"))
+        parts.append(w)
+    t = pd.concat(parts, axis=1)
+    t.columns = pd.MultiIndex.from_tuples([c if isinstance(c, tuple) else (c, "") for c in t.columns])
+    return Shown(table=t.round(1), note="White-box: Algorithm 4 (reconstruct, then attack with eps' in the sweep); an "
+                 "example counts as robust if still correct or outside the eps-ball of the original. Undefended rows "
+                 "have no reconstruction: the paper repeats the grey-box value there.")
+
+
+def table7(res: Results, e: Exhibit) -> Shown | None:
+    """Certified accuracy of the smoothed classifier: rows None / Bi-Level, columns per radius."""
+    cells = res.cells(e.key)
+    cells = cells[cells["attack_ref"].str.startswith("certify")]
+    if cells.empty:
+        return None
+    rows = {}
+    for _, c in cells.iterrows():
+        cert = json.loads(c["cert_acc"]) if isinstance(c["cert_acc"], str) else None
+        if cert:
+            rows[(c["victim"], c["defense"])] = {f"r={float(r):g}": v for r, v in cert.items()}
+    t = pd.DataFrame.from_dict(rows, orient="index")
+    t.index = pd.MultiIndex.from_tuples(t.index, names=["victim", "defense"])
+    return Shown(table=t.round(1), note="Clean = certified accuracy at radius 0 (CERTIFY correct, not abstaining).")
+
+
+def fig3(res: Results, e: Exhibit) -> Shown | None:
+    """Histogram of the L2 distance from the original to the reconstruction, with the bound eps."""
+    keys = [k for k in res.paths.get("revert", {}) if k.endswith("/reconstruct")]
+    if not keys:
+        return None
+    data, eps_of = [], {}
+    for k in keys:
+        art = res.load("revert", k)
+        if "dist_l2" not in art:
+            continue
+        d = k.split("/")[0]
+        data += [{"defense": d, "dist_l2": float(v)} for v in art["dist_l2"]]
+        x = res.load("data")["x"]
+        xr = res.load("re", d)["x"]
+        eps_of[d] = float((xr - x[:len(xr)]).flatten(1).norm(dim=1).max())
+    if not data:
+        return None
+    df = pd.DataFrame(data)
+    fig, axes = figure(1, 1)
+    ax = axes[0][0]
+    for d, g in df.groupby("defense", sort=False):
+        ax.hist(g["dist_l2"], bins=30, alpha=0.6, label=d)
+    ax.set(xlabel="L2 distance, original to reconstruction", ylabel="images")
+    ax.legend()
+    shown = save_figure(fig, res, e.id, df)
+    return Shown(figure=shown.figure, csv=shown.csv, table=df.groupby("defense")["dist_l2"].describe().round(4))
+
+
+def _traces(res: Results, e: Exhibit) -> dict[str, dict]:
+    cells = res.cells(e.key)
+    out = {}
+    for d in dict.fromkeys(cells["defense"]):
+        if d in res.paths.get("re", {}):
+            art = res.load("re", d)
+            if "trace_final_loss" in art:
+                out[d] = art
+    return out
+
+
+def fig4(res: Results, e: Exhibit) -> Shown | None:
+    """Histogram of the robustified images' loss (the inner attack's, at the end of Algorithm 1),
+    with ln 2 = 0.6931 marked (the paper: 99.3% of images below it)."""
+    traces = _traces(res, e)
+    if not traces:
+        return None
+    df = pd.DataFrame([{"defense": d, "final_loss": float(v)} for d, a in traces.items() for v in a["trace_final_loss"]])
+    fig, axes = figure(1, 1)
+    ax = axes[0][0]
+    for d, g in df.groupby("defense", sort=False):
+        ax.hist(g["final_loss"], bins=30, alpha=0.6, label=d)
+    ax.axvline(math.log(2), ls=":", color="k")
+    ax.set(xlabel="loss of the robustified image", ylabel="images")
+    ax.legend()
+    shown = save_figure(fig, res, e.id, df)
+    below = df.assign(b=df["final_loss"] < math.log(2)).groupby("defense")["b"].mean().mul(100).round(1)
+    return Shown(figure=shown.figure, csv=shown.csv,
+                 note="Share below ln 2 (%): " + ", ".join(f"{d} {v}" for d, v in below.items()))
+
+
+def fig5(res: Results, e: Exhibit) -> Shown | None:
+    """The update gradient's norm per outer iteration (first-order; mean over images)."""
+    traces = _traces(res, e)
+    if not traces:
+        return None
+    rows = [{"defense": d, "iteration": i + 1, "grad_norm": float(v)}
+            for d, a in traces.items() if "trace_grad_norm" in a for i, v in enumerate(a["trace_grad_norm"].mean(0))]
+    if not rows:
+        return None
+    df = pd.DataFrame(rows)
+    fig, axes = figure(1, 1)
+    ax = axes[0][0]
+    for d, g in df.groupby("defense", sort=False):
+        ax.plot(g["iteration"], g["grad_norm"], label=f"{d} (first-order)")
+    ax.set(xlabel="iteration", ylabel="update gradient norm", yscale="log")
+    ax.legend()
+    shown = save_figure(fig, res, e.id, df)
+    return Shown(figure=shown.figure, csv=shown.csv, note="The exact second-order curve is not computed.")
+
+
+def _tab(id: str, label: str, title: str, about: str = "") -> Exhibit:
+    return Exhibit(P, id, label, title, grey_white, about=about)
+
+
+PAPER = register(Paper(P, "Bi-Level preemptive robustification", "Moon, An and Song, Preemptive Image "
+                       "Robustification for Protecting Users against Man-in-the-Middle Adversarial Attacks (AAAI 2022)", (
+    _tab("table1", "Table 1", "CIFAR-10, grey-box and white-box, Linf"),
+    _tab("table2", "Table 2", "CIFAR-10, grey-box and white-box, L2"),
+    _tab("table3", "Table 3", "ImageNet, grey-box and white-box, Linf"),
+    _tab("table4", "Table 4", "ImageNet, grey-box and white-box, L2", about="Needs an ImageNet L2 experiment."),
+    _tab("table5", "Table 5", "CIFAR-10, smoothed classifier, empirical (L2)"),
+    _tab("table6", "Table 6", "ImageNet, smoothed classifier, empirical (L2)",
+         about="Needs an ImageNet smoothing experiment."),
+    Exhibit(P, "table7", "Table 7", "Certified accuracy of the smoothed classifier", table7),
+    Exhibit(P, "fig3", "Figure 3", "Distance from the original to the reconstruction", fig3, needs=("revert",)),
+    Exhibit(P, "fig4", "Figure 4", "Loss of the robustified images", fig4),
+    Exhibit(P, "fig5", "Figure 5", "Update gradient norm per iteration", fig5,
+            plot=(("x", "iteration"), ("y", "grad_norm"))),
+)))

@@ -1,0 +1,92 @@
+"""Reproduced vs published: match published numbers to grid cells by *what* ran.
+
+A cell's names (``mspd``, ``victim3``) are the experiment's own; published numbers are keyed by
+what was run instead, so the match does not depend on naming. Each config describes itself
+(``ref()`` of defenses, attacks and models; the aggregate stage writes them into metrics.csv):
+
+- ``defense_ref``: ``none``, ``mcgs/<schedule>/N<n>/eta<eta>/eps<eps>[/labels-..][+mislabel..]``,
+  ``bilevel/<norm>/eps<eps>/iter<MAXITER>/T<T>``;
+- ``victim_ref``: the RobustBench zoo name, a checkpoint's file name, ``train/<arch>/<recipe>``,
+  or a wrapper around one (``jpeg(...)``, ``jatp(...)``, ``smoothed[sigma](...)``);
+- ``attack_ref``: e.g. ``autoattack/standard/Linf/0.0314``, ``pgd-ce/Linf/0.0314/20``.
+
+``config/published.csv`` holds published numbers (numbers only), one per line, with the paper and
+its table, row and column, under the same keys; a blank key matches any value (a clean accuracy
+does not depend on the attack that follows). ``compare`` joins them with ``metrics.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import PreemptError
+
+KEYS = ["dataset", "defense_ref", "victim_ref", "attack_ref", "reversion"]
+PLACE = ["paper", "table", "row", "column"]
+COLUMNS = [*PLACE, "dataset", "defense", "reversion", "victim", "attack", "metric", "reproduced", "published",
+           "difference", "source"]
+# metrics compared per defense (mean over the experiment's cells), not per cell
+PER_DEFENSE = {"sec_per_image": ["dataset", "defense_ref"]}
+
+
+def load_published(path: str | Path) -> pd.DataFrame:
+    """The published numbers; one clear error for a missing column or a non-numeric value."""
+    df = pd.read_csv(path, comment="#", dtype=str, keep_default_na=False)
+    missing = {*PLACE, *KEYS, "metric", "value", "source"} - set(df.columns)
+    if missing:
+        raise PreemptError(f"{path}: missing columns {sorted(missing)}; see the header comment of the file")
+    values = pd.to_numeric(df["value"], errors="coerce")
+    bad = df.index[values.isna()]
+    if len(bad):
+        raise PreemptError(f"{path}: line {int(bad[0]) + 2} has value {df.loc[bad[0], 'value']!r}, not a number")
+    return df.assign(value=values)
+
+
+def expand(metrics: pd.DataFrame) -> pd.DataFrame:
+    """metrics.csv with ``cert_acc`` (a JSON radius -> %) split into ``cert_acc@<radius>`` columns."""
+    if "cert_acc" not in metrics.columns:
+        return metrics
+    out = metrics.copy()
+    for i, text in metrics["cert_acc"].items():
+        if isinstance(text, str) and text.startswith("{"):
+            for r, v in json.loads(text).items():
+                out.loc[i, f"cert_acc@{float(r):g}"] = float(v)
+    return out
+
+
+def _matching(metrics: pd.DataFrame, row: pd.Series, keys: list[str]) -> pd.DataFrame:
+    mask = pd.Series(True, index=metrics.index)
+    for k in keys:
+        if row[k] != "" and k in metrics.columns:
+            mask &= metrics[k].astype(str) == row[k]
+    return metrics[mask]
+
+
+def compare(metrics: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
+    """One row per published number that an experiment cell reproduces: both values and the gap.
+
+    Published rows with every key blank match nothing (they document a number preempt has no cell
+    for). Per-cell metrics take the first matching cell; ``sec_per_image`` is the mean over the
+    experiment's cells of the defense.
+    """
+    metrics = expand(metrics)
+    rows = []
+    for _, pub in published.iterrows():
+        keys = PER_DEFENSE.get(pub["metric"], KEYS)
+        if all(pub[k] == "" for k in KEYS) or pub["metric"] not in metrics.columns:
+            continue
+        hit = _matching(metrics, pub, keys).dropna(subset=[pub["metric"]])
+        if hit.empty:
+            continue
+        first = hit.iloc[0]
+        reproduced = float(hit[pub["metric"]].mean() if pub["metric"] in PER_DEFENSE else first[pub["metric"]])
+        many = pub["metric"] in PER_DEFENSE
+        rows.append({**{k: pub[k] for k in PLACE}, "dataset": first["dataset"], "defense": first["defense"],
+                     "reversion": "" if many else first["reversion"], "victim": "" if many else first["victim"],
+                     "attack": "" if many else first["attack"], "metric": pub["metric"], "reproduced": reproduced,
+                     "published": float(pub["value"]), "difference": reproduced - float(pub["value"]),
+                     "source": pub["source"]})
+    return pd.DataFrame(rows, columns=COLUMNS).round(4)
