@@ -51,8 +51,13 @@ def test_dvc_yaml_declares_same_commands_paths_and_params(params) -> None:
         entry = doc[st.name]
         assert entry["cmd"] == st.cmd
         assert entry["deps"] == list(st.deps)
-        assert entry["outs"] == st.all_outs()
+        assert entry["outs"] + entry.get("metrics", []) == [*st.outs, *st.dir_outs, *st.metrics]
         assert entry["params"] == list(st.params)
+    # DVC reads the claims and the summary as metrics, the figures' CSVs as plots
+    doc = yaml.safe_load(dvcfile.dvc_yaml(stages))
+    assert doc["stages"]["aggregate"]["metrics"] == [paths.CLAIMS_JSON, paths.SUMMARY_JSON]
+    plotted = [next(iter(p)) for p in doc.get("plots", [])]
+    assert all(p.startswith("reports/figures/") and p.endswith(".csv") for p in plotted)
 
 
 def test_snapshots_are_dated_by_what_dvc_lock_recorded(tmp_path, monkeypatch) -> None:

@@ -59,6 +59,39 @@ def test_snakemake_produces_metrics_and_reports(snake: Path) -> None:
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
     assert outputs and not any(o.get("output_type") == "error" for o in outputs)
     assert {p.name for p in (snake / "reports" / "figures" / "results").glob("*.png")} == {"accuracy.png", "examples.png"}
+    # the paper notebook: its tagged table and Eq. 14 figure, a browser-ready HTML, and the claims
+    for nb in ("results", "fast_preemption"):
+        assert "<html" in (snake / "reports" / f"{nb}.html").read_text()[:2000].lower()
+    assert {"fig4.png", "fig4.pdf", "fig4.csv"} <= {p.name for p in (snake / "reports" / "figures" / "fast_preemption").iterdir()}
+    claims = pd.read_csv(snake / "results" / "claims.csv")
+    assert set(claims["verdict"]) <= {"holds", "fails", "not measured in this experiment"}
+    assert claims.set_index("claim").loc["fp_raises_robust_acc", "verdict"] != "not measured in this experiment"
+    assert json.loads((snake / "results" / "claims.json").read_text())["claims"]["holds"] >= 0
+
+
+def test_dvc_metrics_show_the_claims_and_summary(snake: Path) -> None:
+    out = run(["dvc", "metrics", "show", "--json"], snake).stdout
+    shown = json.loads(out)
+    files = {f for ws in shown.values() for f in ws.get("data", {})}
+    assert {"results/claims.json", "results/summary.json"} <= files
+
+
+def test_a_second_clone_pulls_results_from_a_shared_remote(snake: Path, tmp_path: Path) -> None:
+    """A team shares trained models, REs and cells through a DVC remote in a shared folder: after
+    `dvc push` here, a fresh copy of the project with the same dvc.lock gets everything with
+    `dvc pull`, and neither driver recomputes anything."""
+    remote = tmp_path / "shared-remote"
+    run(["dvc", "remote", "add", "--local", "-f", "-d", "team", str(remote)], snake)
+    run(["dvc", "push"], snake)
+    assert any(remote.rglob("*"))
+    clone = make_workspace(tmp_path / "clone", tiny_params())
+    shutil.copy(snake / "dvc.lock", clone / "dvc.lock")
+    run(["dvc", "remote", "add", "--local", "-d", "team", str(remote)], clone)
+    run(["dvc", "pull"], clone)
+    assert dvc_clean(clone) and jobs_planned(clone) == {}
+    for sub in ("models", "re"):
+        assert {p.name for p in (snake / "results" / sub).iterdir()} == {p.name for p in (clone / "results" / sub).iterdir()}
+    pd.testing.assert_frame_equal(metrics(clone), metrics(snake))
 
 
 def test_after_snakemake_dvc_is_clean_and_nothing_reruns(snake: Path) -> None:

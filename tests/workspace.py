@@ -114,8 +114,10 @@ def tiny_params(root: Path = ROOT, n_eval: int = 40) -> dict[str, Any]:
     raw["attacks"]["pgd"]["steps"] = 3
     raw["attacks"]["autoattack"].update(attacks=["apgd-ce"], n_iter=5)
     raw["grid"] = {"defenses": ["none", "mcgs"], "reversions": ["none", "white", "jpeg"],
-                   "victims": ["victim_mlp", "victim_mlp_at"], "attacks": ["pgd", "autoattack"]}
+                   "victims": ["victim_mlp", "victim_mlp_at"], "attacks": ["pgd", "autoattack"],
+                   "reproduces": ["fast_preemption/table1", "fast_preemption/fig4"]}
     raw["report"]["n_examples"] = 4
+    raw["report"]["notebooks"] = ["results", "fast_preemption"]  # all six run in test_methods_pipeline
     return raw
 
 

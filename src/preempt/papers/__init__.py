@@ -61,9 +61,9 @@ class Results:
     def cells(self, key: str) -> pd.DataFrame:
         """The cells of the grid blocks tagged with exhibit ``key`` (e.g. ``mspd/table4``)."""
         df = self.metrics
-        if "reproduces" not in df.columns:
+        if "reproduces" not in df.columns or df.empty:
             return df.iloc[0:0]
-        return df[df["reproduces"].fillna("").str.split(";").apply(lambda tags: key in tags)]
+        return df[df["reproduces"].fillna("").astype(str).str.split(";").apply(lambda tags: key in tags)]
 
     def load(self, kind: str, key: str = "") -> dict[str, Any]:
         """The tensors of one artifact (see ``paths``); KeyError where this experiment has none."""
@@ -220,7 +220,8 @@ def grey(delta: Any) -> Any:
 
 
 def image_grid(columns: list[tuple[str, Any, str]], n: int) -> Any:
-    """A page-wide grid: one column per (title, images [N,C,H,W] or maps [N,H,W], cmap), n rows."""
+    """A page-wide grid: one column per (title, images [N,C,H,W] or maps [N,H,W], cmap), n rows.
+    Maps share one scale, [-0.5, 0.5] (Eq. 14's [0, 1] centred), so columns compare."""
     fig, axes = figure(n, len(columns), width=min(PAGE_IN, 0.9 * len(columns) + 0.3),
                        height=0.9 * n + 0.3)
     for j, (title, imgs, cmap) in enumerate(columns):
@@ -231,11 +232,12 @@ def image_grid(columns: list[tuple[str, Any, str]], n: int) -> Any:
                 hwc = img.clamp(0, 1).permute(1, 2, 0).numpy()
                 ax.imshow(hwc.squeeze(-1) if hwc.shape[-1] == 1 else hwc, cmap="gray", vmin=0, vmax=1)
             else:
-                m = float(img.abs().max()) or 1.0
-                ax.imshow(img.numpy(), cmap=cmap, vmin=-m, vmax=m)
+                ax.imshow(img.numpy(), cmap=cmap, vmin=-0.5, vmax=0.5)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
+            for spine in ax.spines.values():
+                spine.set_visible(False)
             if i == 0:
                 ax.set_title(title, fontsize=7)
     return fig

@@ -84,6 +84,8 @@ def fig4(res: Results, e: Exhibit) -> Shown | None:
     cols = [("original", x[idx], ""), (f"RE ({d})", xr[idx], ""), ("RE perturbation", rgb(xr[idx] - x[idx]), "gray"),
             ("AutoAttack pert.", rgb(adv_x[idx] - x[idx]), "gray")]
     fig = image_grid(cols, len(idx))
+    for row, i in enumerate(idx):
+        fig.axes[row * len(cols)].set_ylabel("success" if bool(correct[i]) else "failure", fontsize=7)
     data = pd.DataFrame({"image": idx, "label": y[idx].tolist(), "success": correct[idx].tolist(),
                          "re_linf": (xr[idx] - x[idx]).flatten(1).abs().amax(1).tolist(),
                          "aa_linf": (adv_x[idx] - x[idx]).flatten(1).abs().amax(1).tolist()})
@@ -97,14 +99,14 @@ def fig5(res: Results, e: Exhibit) -> Shown | None:
     """The protective perturbation x_r - x beside what is left after white- and black-box
     Preemptive Reversion (x_rev - x), as Eq. 14 grey maps."""
     cells = res.cells(e.key)
-    pairs = [k for k in res.paths.get("revert", {}) if k.split("/")[0] in set(cells["defense"])
-             and k.split("/")[1] in ("white", "black")]
+    defended = set(cells.loc[cells["defense_ref"] != "none", "defense"])
+    pairs = [k for k in res.paths.get("revert", {}) if k.split("/")[0] in defended and k.split("/")[1] in ("white", "black")]
     if not pairs:
         return None
     d = pairs[0].split("/")[0]
     x = res.load("data")["x"]
     xr = res.load("re", d)["x"]
-    n = int(res.params.get("n_examples", 8))
+    n = max(1, int(res.params.get("n_examples", 8)) // 2)
     eps = float((xr - x[:len(xr)]).abs().max()) or 1.0
     rgb = lambda delta: grey((delta + eps) / (2 * eps)) - 0.5
     cols = [("original", x[:n], ""), (f"x_r - x ({d})", rgb(xr[:n] - x[:n]), "gray")]
@@ -134,17 +136,18 @@ def fig6(res: Results, e: Exhibit) -> Shown | None:
             .agg(schedule=("defense_ref", lambda s: schedule_of(s.iloc[0])), clean_acc=("clean_acc", "mean"),
                  sec_per_image=("sec_per_image", "mean"))
             .join(scored.groupby("defense", sort=False)["robust_acc"].mean()).reset_index())
-    fig, axes = figure(1, 3, width=7.0, height=2.2)
-    for ax, col, label in zip(axes[0], ("clean_acc", "robust_acc", "sec_per_image"),
-                              ("clean accuracy (%)", "robust accuracy (%)", "seconds per image"), strict=True):
-        ax.bar(range(len(data)), data[col], color="#4C72B0")
-        ax.set_xticks(range(len(data)), data["defense"] + "\n" + data["schedule"], rotation=60, ha="right", fontsize=6)
-        ax.set_ylabel(label)
+    fig, axes = figure(1, 3, width=7.0, height=0.22 * len(data) + 0.8)
+    pos = range(len(data))[::-1]  # the paper's order, top to bottom
+    for j, (ax, col, label) in enumerate(zip(axes[0], ("clean_acc", "robust_acc", "sec_per_image"),
+                                             ("clean accuracy (%)", "robust accuracy (%)", "seconds per image"), strict=True)):
+        ax.barh(list(pos), data[col], color="#4C72B0")
+        ax.set_yticks(list(pos), (data["defense"] + " (" + data["schedule"] + ")") if j == 0 else [""] * len(data))
+        ax.set_xlabel(label)
         if col != "sec_per_image":
             lo = float(data[col].min())
-            ax.set_ylim(max(0.0, lo - 5), min(100.0, float(data[col].max()) + 2))
+            ax.set_xlim(max(0.0, lo - 5), min(100.0, float(data[col].max()) + 1))
         else:
-            ax.set_yscale("log")
+            ax.set_xscale("log")
     shown = save_figure(fig, res, e.id, data)
     return Shown(table=data.set_index("defense").round(4), figure=shown.figure, csv=shown.csv,
                  note=f"Attack: {', '.join(dict.fromkeys(scored['attack']))}; mean over {cells['victim'].nunique()} victim(s).")

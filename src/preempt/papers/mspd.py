@@ -68,12 +68,15 @@ def fig4(res: Results, e: Exhibit) -> Shown | None:
                      "clean_acc": g["clean_acc"].mean(), "robust_acc": g["robust_acc"].mean(),
                      "ce": g["ce"].mean() if "ce" in g else float("nan")})
     data = pd.DataFrame(rows).sort_values(["family", "epochs"])
-    fig, axes = figure(1, 2, width=7.0, height=2.3)
+    panels = [("clean_acc", "clean accuracy (%)"), ("robust_acc", "robust accuracy (%)")]
+    if data["ce"].notna().any():
+        panels.append(("ce", "victim's CE loss on the RE"))
+    fig, axes = figure(1, len(panels), width=7.0, height=2.3)
     for (fam, smooth), g in data.groupby(["family", "smoothing"], sort=False):
-        axes[0][0].plot(g["epochs"], g["robust_acc"], marker="o", label=f"{fam} ({smooth})")
-        axes[0][1].plot(g["epochs"], g["ce"], marker="o", label=f"{fam} ({smooth})")
-    axes[0][0].set(xlabel="epochs (F/B steps)", ylabel="robust accuracy (%)")
-    axes[0][1].set(xlabel="epochs (F/B steps)", ylabel="victim's CE loss on the RE")
+        for ax, (col, _) in zip(axes[0], panels, strict=True):
+            ax.plot(g["epochs"], g[col], marker="o", label=f"{fam} ({smooth})")
+    for ax, (_, label) in zip(axes[0], panels, strict=True):
+        ax.set(xlabel="epochs (F/B steps)", ylabel=label, xscale="log")
     axes[0][0].legend()
     shown = save_figure(fig, res, e.id, data)
     return Shown(table=data.set_index("defense").round(4), figure=shown.figure, csv=shown.csv)

@@ -1,0 +1,154 @@
+"""The paper notebooks' building blocks: exhibits, their tags in the experiment files, the
+paper layouts, Eq. 14's maps, and the HTML export rendered by a real browser."""
+
+from __future__ import annotations
+
+import base64
+import io
+import shutil
+import subprocess
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT
+from preempt import config, papers
+from preempt.errors import ConfigError
+from preempt.papers import fast_preemption
+from preempt.stages import report
+
+
+def test_a_wrong_exhibit_tag_or_notebook_is_one_clear_error(params) -> None:
+    raw = dict(params.raw)
+    raw["grid"] = {**raw["grid"], "reproduces": ["mspd/table44"]}
+    with pytest.raises(ConfigError) as err:
+        config.parse(raw)
+    assert "grid.reproduces: 'mspd/table44' is no paper exhibit; did you mean 'mspd/table4'" in str(err.value)
+    raw = dict(params.raw)
+    raw["report"] = {**raw["report"], "notebooks": ["results", "mspdd"]}
+    with pytest.raises(ConfigError, match="no notebook 'mspdd'"):
+        config.parse(raw)
+
+
+def test_every_exhibit_is_produced_by_an_experiment_file_or_says_why_not() -> None:
+    producers = report.producers()
+    for key in papers.exhibit_keys():
+        paper, id = key.split("/")
+        assert producers[key] or papers.PAPERS[paper].exhibit(id).about, f"{key}: no experiment file tags it"
+    # the embedded default and the CPU experiment between them cover every paper
+    tagged = {k.split("/")[0] for k, files in producers.items() for f in files
+              if f.endswith(("cifar10-cpu.yaml", "mspd-digits.yaml"))}
+    default = {k.split("/")[0] for ks in config.load(ROOT / "params.yaml").grid.exhibits().values() for k in ks}
+    assert default | tagged == set(papers.PAPERS)
+
+
+def test_cells_are_selected_by_their_blocks_tags(tmp_path) -> None:
+    df = pd.DataFrame({"reproduces": ["mspd/table4;fast_preemption/table1", "mspd/table5", None]})
+    res = papers.Results(metrics=df, figures_dir=tmp_path)
+    assert list(res.cells("mspd/table4").index) == [0] and res.cells("mspd/table7").empty
+
+
+def protocol_cells() -> pd.DataFrame:
+    rows = []
+    for d, ref, re_acc in (("mspd", "mcgs/F1B1/N20/eta1/eps0.0314", 95.0), ("mis", "mcgs/F1B1/N20/eta1/eps0.0314+mislabel0.2", 80.0)):
+        for r, acc in (("none", re_acc), ("jpeg", re_acc - 1), ("white", 93.0), ("black", re_acc - 2)):
+            for v in ("v1", "v2"):
+                rec = None if r == "none" else (acc - re_acc) / (93.5 - re_acc)
+                rows.append({"defense": d, "defense_ref": ref, "reversion": r, "victim": v, "attack": "clean",
+                             "attack_ref": "none", "clean_acc": acc, "orig_acc": 93.5, "re_acc": re_acc,
+                             "reversion_recovery": rec, "robust_acc": acc, "reproduces": "fast_preemption/table3"})
+    return pd.DataFrame(rows)
+
+
+def test_table3_has_the_papers_columns_in_order(tmp_path) -> None:
+    res = papers.Results(metrics=protocol_cells(), figures_dir=tmp_path)
+    shown = fast_preemption.table3(res, papers.PAPERS["fast_preemption"].exhibit("table3"))
+    assert shown is not None and shown.table is not None
+    t = shown.table
+    assert list(t.columns) == ["Original", "labels wrong %", "Clean (RE)", "jpeg", "white", "black"]
+    assert t.loc["mis", "labels wrong %"] == 20.0 and t.loc["mspd", "labels wrong %"] == 0.0
+    assert t.loc["mis", "white"] == 93.0 and t.loc["mis", "Original"] == 93.5
+    assert "mis: " in shown.note and "white +0.96" in shown.note
+
+
+def test_sweep_layout_and_figures_are_written_beside_their_data(tmp_path) -> None:
+    rows = [{"defense": d, "defense_ref": ref, "reversion": "none", "victim": "v", "attack": "aa",
+             "attack_ref": "autoattack/standard/Linf/0.0314", "clean_acc": c, "robust_acc": r, "sec_per_image": s,
+             "reproduces": "fast_preemption/fig6;mspd/table13"}
+            for d, ref, c, r, s in (("none", "none", 93.0, 70.0, 0.0), ("mspd", "mcgs/F1B1/N20/eta1/eps0.0314", 95.0, 85.0, 0.02),
+                                    ("fp", "mcgs/F1B2/N20/eta0.7/eps0.0314", 95.5, 86.0, 0.04))]
+    res = papers.Results(metrics=pd.DataFrame(rows), figures_dir=tmp_path / "figs")
+    t = papers.by_defense(res, papers.PAPERS["mspd"].exhibit("table13")).table
+    assert list(t.columns) == ["what ran", "clean", "aa", "sec/image"] and t.loc["fp", "aa"] == 86.0
+    shown = fast_preemption.fig6(res, papers.PAPERS["fast_preemption"].exhibit("fig6"))
+    assert shown.figure.is_file() and shown.figure.with_suffix(".pdf").is_file()
+    data = pd.read_csv(shown.csv)
+    assert list(data["schedule"]) == ["none", "F1B1 N20", "F1B2 N20"] and list(data["robust_acc"]) == [70.0, 85.0, 86.0]
+
+
+def test_perturbation_maps_follow_eq_14() -> None:
+    delta = torch.zeros(1, 3, 2, 2)
+    delta[0, 0], delta[0, 1], delta[0, 2] = 1.0, 0.5, 0.0
+    assert torch.allclose(papers.grey(delta), torch.full((1, 2, 2), 0.299 + 0.587 * 0.5))
+    assert torch.equal(papers.grey(torch.ones(2, 1, 3, 3)), torch.ones(2, 3, 3))  # one channel passes through
+
+
+def test_a_missing_exhibit_names_the_file_that_produces_it(tmp_path) -> None:
+    e = papers.PAPERS["mspd"].exhibit("table15")
+    empty = pd.DataFrame(columns=["defense", "defense_ref", "reversion", "victim", "attack", "attack_ref", "clean_acc",
+                                  "robust_acc", "reproduces"])
+    res = papers.Results(metrics=empty, figures_dir=tmp_path,
+                         producers={e.key: ["config/cifar10.yaml"]})
+    assert e.build(res, e) is None
+    assert "python -m preempt use config/cifar10.yaml" in papers.missing(e, res)
+
+
+def _png(color: tuple[int, int, int]) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.bar([0, 1], [1, 2], color=[c / 255 for c in color])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def chromium() -> str:
+    exe = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
+    if exe is None:
+        pytest.skip("SKIPPED LOUDLY: no headless Chromium here (Debian: apt-get install chromium); "
+                    "the HTML reports were not rendered by a browser")
+    return exe
+
+
+def screenshot(html_file, out) -> np.ndarray:
+    from PIL import Image
+
+    subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--screenshot={out}", "--window-size=1000,800", html_file.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    return np.asarray(Image.open(out).convert("RGB"))
+
+
+def test_the_html_export_renders_in_a_browser(tmp_path) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# A paper, reproduced"),
+                nbformat.v4.new_code_cell("plot", outputs=[nbformat.v4.new_output(
+                    "display_data", data={"image/png": _png((200, 30, 30)), "text/plain": "<Figure>"})])]
+    src = tmp_path / "nb.ipynb"
+    nbformat.write(nb, src)
+    html = tmp_path / "nb.html"
+    report.export_html(src, html)
+    text = html.read_text()
+    assert "A paper, reproduced" in text and "data:image/png;base64" in text  # one self-contained file
+    pixels = screenshot(html, tmp_path / "shot.png")
+    assert pixels.std() > 5  # not blank
+    red = (pixels[..., 0] > 150) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)
+    assert red.sum() > 100  # the embedded figure was drawn
