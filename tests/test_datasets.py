@@ -204,3 +204,24 @@ def test_svhn_reads_the_mat_files_and_checks_their_md5(tmp_path: Path, monkeypat
     assert "test_32x32.mat" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(PreemptError, match="train_32x32.mat"):
         svhn(cfg, "train")
+
+
+def test_n_train_keeps_the_first_training_images(params, tmp_path, monkeypatch) -> None:
+    """``dataset.n_train`` (quick runs of a large dataset) keeps the first n training images and
+    leaves the evaluation images alone."""
+    import torch
+
+    from preempt import artifacts, config, paths
+    from preempt.data import DATASETS
+    from preempt.stages import Context
+    from preempt.stages import data as data_stage
+
+    raw = dict(params.raw)
+    raw["dataset"] = {**raw["dataset"], "n_train": 100}
+    p = config.parse(raw)
+    monkeypatch.chdir(tmp_path)
+    data_stage.run(Context(p, torch.device("cpu")))
+    train, meta = artifacts.load(paths.data_path("train"))
+    full = DATASETS[p.dataset.name].fn(p.dataset, "train")
+    assert len(train["y"]) == meta["n"] == 100 and torch.equal(train["x"], full.x[:100])
+    assert len(artifacts.load(paths.data_path("test"))[0]["y"]) == p.dataset.n_eval

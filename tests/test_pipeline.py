@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 import workspace
 from workspace import TIMING, jobs_planned, run, tiny_params
@@ -65,7 +66,9 @@ def test_snakemake_produces_metrics_and_reports(snake: Path) -> None:
     assert {"fig4.png", "fig4.pdf", "fig4.csv"} <= {p.name for p in (snake / "reports" / "figures" / "fast_preemption").iterdir()}
     claims = pd.read_csv(snake / "results" / "claims.csv")
     assert set(claims["verdict"]) <= {"holds", "fails", "not measured in this experiment"}
-    assert claims.set_index("claim").loc["fp_raises_robust_acc", "verdict"] != "not measured in this experiment"
+    assert len(claims) == len(yaml.safe_load((snake / "config" / "claims.yaml").read_text()))
+    # this tiny grid runs MCGS with N=4: the MSPD claims (N=20) are honestly not measured here
+    assert claims.set_index("claim").loc["mspd_raises_robust_acc", "verdict"] == "not measured in this experiment"
     assert json.loads((snake / "results" / "claims.json").read_text())["claims"]["holds"] >= 0
 
 

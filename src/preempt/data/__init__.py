@@ -29,6 +29,8 @@ class Split:
 class DatasetConfig(MethodConfig):
     name: str
     n_eval: int = Field(500, ge=1, description="first n test images that are defended and attacked")
+    n_train: int | None = Field(None, ge=1, description="first n training images only (quick runs and smoke "
+                                "tests of a large dataset; the trained models get weaker); default all")
 
 
 Loader = Callable[..., Split]  # (its DatasetConfig subclass, "train" | "test") -> Split

@@ -1,4 +1,5 @@
-"""Stage ``data``: materialize the dataset's train split and the first ``n_eval`` test images."""
+"""Stage ``data``: materialize the dataset's train split (its first ``n_train`` images, if set) and
+the first ``n_eval`` test images."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ def run(ctx: Context) -> None:
         x, y = data.x, data.y
         if split == "test":
             x, y = x[: cfg.n_eval], y[: cfg.n_eval]
+        elif cfg.n_train is not None:
+            x, y = x[: cfg.n_train], y[: cfg.n_train]
         out = paths.data_path(split)
         artifacts.save(out, {"x": x, "y": y}, {
             "stage": "data", "dataset": cfg.name, "split": split, "n": len(y),
