@@ -219,6 +219,13 @@ def grey(delta: Any) -> Any:
     return 0.299 * r + 0.587 * g + 0.114 * b
 
 
+def tilt(ax: Any) -> None:
+    """Category labels slanted and right-aligned so long names never overlap."""
+    for label in ax.get_xticklabels():
+        label.set_rotation(30)
+        label.set_horizontalalignment("right")
+
+
 def image_grid(columns: list[tuple[str, Any, str]], n: int) -> Any:
     """A page-wide grid: one column per (title, images [N,C,H,W] or maps [N,H,W], cmap), n rows.
     Maps share one scale, [-0.5, 0.5] (Eq. 14's [0, 1] centred), so columns compare."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import Exhibit, Paper, Results, Shown, attack_rows, figure, register, save_figure
+from . import Exhibit, Paper, Results, Shown, attack_rows, figure, register, save_figure, tilt
 
 P = "jatp"
 
@@ -30,8 +30,9 @@ def fooling(res: Results, e: Exhibit) -> Shown | None:
     data = cells.assign(fooling_rate=100 - cells["robust_acc"])[["victim", "attack", "fooling_rate", "robust_acc"]]
     piv = data.pivot_table(index="victim", columns="attack", values="fooling_rate", sort=False)
     fig, axes = figure(1, 1, width=3.4, height=2.3)
-    piv.plot.bar(ax=axes[0][0], rot=30)
+    piv.plot.bar(ax=axes[0][0])
     axes[0][0].set(ylabel="fooling rate (%)", xlabel="", ylim=(0, 100))
+    tilt(axes[0][0])
     shown = save_figure(fig, res, e.id, data)
     return Shown(table=piv.round(1), figure=shown.figure, csv=shown.csv)
 
@@ -46,8 +47,9 @@ def degradation(res: Results, e: Exhibit) -> Shown | None:
     data = cells[["victim", "victim_ref", "attack", "robust_acc"]]
     piv = data.pivot_table(index="victim", columns="attack", values="robust_acc", sort=False)
     fig, axes = figure(1, 1, width=3.4, height=2.3)
-    piv.plot.bar(ax=axes[0][0], rot=30)
+    piv.plot.bar(ax=axes[0][0])
     axes[0][0].set(ylabel="robust accuracy (%)", xlabel="", ylim=(0, 100))
+    tilt(axes[0][0])
     shown = save_figure(fig, res, e.id, pd.DataFrame(data))
     return Shown(table=piv.round(1), figure=shown.figure, csv=shown.csv)
 

@@ -59,27 +59,36 @@ def fig3(res: Results, e: Exhibit) -> Shown | None:
     keys = [k for k in res.paths.get("revert", {}) if k.endswith("/reconstruct")]
     if not keys:
         return None
-    data, eps_of = [], {}
+    data = []
     for k in keys:
         art = res.load("revert", k)
-        if "dist_l2" not in art:
-            continue
-        d = k.split("/")[0]
-        data += [{"defense": d, "dist_l2": float(v)} for v in art["dist_l2"]]
-        x = res.load("data")["x"]
-        xr = res.load("re", d)["x"]
-        eps_of[d] = float((xr - x[:len(xr)]).flatten(1).norm(dim=1).max())
+        if "dist_l2" in art:
+            data += [{"defense": k.split("/")[0], "dist_l2": float(v)} for v in art["dist_l2"]]
     if not data:
         return None
     df = pd.DataFrame(data)
+    shown = _per_defense(res, e, df, "dist_l2", xlabel="L2 distance, original to reconstruction")
+    return Shown(figure=shown.figure, csv=shown.csv, table=df.groupby("defense")["dist_l2"].describe().round(4))
+
+
+def _per_defense(res: Results, e: Exhibit, df: pd.DataFrame, value: str, *, xlabel: str, x: str | None = None,
+                 mark: float | None = None) -> Shown:
+    """One curve (``x`` given: ``value`` against it, log scale) or one histogram of ``value`` per
+    defense, with an optional dotted line at ``mark``; saved beside ``df``."""
     fig, axes = figure(1, 1)
     ax = axes[0][0]
     for d, g in df.groupby("defense", sort=False):
-        ax.hist(g["dist_l2"], bins=30, alpha=0.6, label=d)
-    ax.set(xlabel="L2 distance, original to reconstruction", ylabel="images")
+        if x is None:
+            ax.hist(g[value], bins=30, alpha=0.6, label=d)
+        else:
+            ax.plot(g[x], g[value], label=f"{d} (first-order)")
+    if mark is not None:
+        ax.axvline(mark, ls=":", color="k")
+    ax.set(xlabel=xlabel, ylabel="images" if x is None else "update gradient norm")
+    if x is not None:
+        ax.set_yscale("log")
     ax.legend()
-    shown = save_figure(fig, res, e.id, df)
-    return Shown(figure=shown.figure, csv=shown.csv, table=df.groupby("defense")["dist_l2"].describe().round(4))
+    return save_figure(fig, res, e.id, df)
 
 
 def _traces(res: Results, e: Exhibit) -> dict[str, dict]:
@@ -100,14 +109,7 @@ def fig4(res: Results, e: Exhibit) -> Shown | None:
     if not traces:
         return None
     df = pd.DataFrame([{"defense": d, "final_loss": float(v)} for d, a in traces.items() for v in a["trace_final_loss"]])
-    fig, axes = figure(1, 1)
-    ax = axes[0][0]
-    for d, g in df.groupby("defense", sort=False):
-        ax.hist(g["final_loss"], bins=30, alpha=0.6, label=d)
-    ax.axvline(math.log(2), ls=":", color="k")
-    ax.set(xlabel="loss of the robustified image", ylabel="images")
-    ax.legend()
-    shown = save_figure(fig, res, e.id, df)
+    shown = _per_defense(res, e, df, "final_loss", xlabel="loss of the robustified image", mark=math.log(2))
     below = df.assign(b=df["final_loss"] < math.log(2)).groupby("defense")["b"].mean().mul(100).round(1)
     return Shown(figure=shown.figure, csv=shown.csv,
                  note="Share below ln 2 (%): " + ", ".join(f"{d} {v}" for d, v in below.items()))
@@ -122,14 +124,7 @@ def fig5(res: Results, e: Exhibit) -> Shown | None:
             for d, a in traces.items() if "trace_grad_norm" in a for i, v in enumerate(a["trace_grad_norm"].mean(0))]
     if not rows:
         return None
-    df = pd.DataFrame(rows)
-    fig, axes = figure(1, 1)
-    ax = axes[0][0]
-    for d, g in df.groupby("defense", sort=False):
-        ax.plot(g["iteration"], g["grad_norm"], label=f"{d} (first-order)")
-    ax.set(xlabel="iteration", ylabel="update gradient norm", yscale="log")
-    ax.legend()
-    shown = save_figure(fig, res, e.id, df)
+    shown = _per_defense(res, e, pd.DataFrame(rows), "grad_norm", x="iteration", xlabel="iteration")
     return Shown(figure=shown.figure, csv=shown.csv, note="The exact second-order curve is not computed.")
 
 

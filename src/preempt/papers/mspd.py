@@ -7,7 +7,7 @@ import re
 import pandas as pd
 
 from . import (Exhibit, Paper, Results, Shown, by_defense, by_victim, figure, mean_table, register, save_figure,
-               schedule_of)
+               schedule_of, tilt)
 
 P = "mspd"
 
@@ -91,7 +91,8 @@ def fig7(res: Results, e: Exhibit) -> Shown | None:
     fig, axes = figure(1, 1, width=3.4, height=2.2)
     ax = axes[0][0]
     piv = data.pivot_table(index="reversion", columns="defense", values="clean_acc", sort=False)
-    piv.plot.bar(ax=ax, rot=30)
+    piv.plot.bar(ax=ax)
+    tilt(ax)
     lo = float(data["clean_acc"].min())
     ax.set(ylabel="clean accuracy (%)", xlabel="", ylim=(max(0.0, lo - 5), 100))
     ax.legend(title="defense")
