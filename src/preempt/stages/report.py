@@ -61,11 +61,13 @@ def parameters(ctx: Context, notebook: str, figures: Path) -> dict[str, Any]:
 
 
 def export_html(notebook: Path, out: Path) -> None:
-    """One self-contained HTML file (figures embedded), without the input code cells' noise."""
+    """One self-contained HTML file for a reader: figures embedded, the code cells' inputs left out
+    (the executed notebook beside it keeps them)."""
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    exporter = HTMLExporter(template_name="lab", embed_images=True, exclude_input=True, exclude_input_prompt=True,
+                            exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
     out.write_text(body, encoding="utf-8")
 
