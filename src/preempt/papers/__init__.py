@@ -24,6 +24,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from .. import artifacts
+from ..claims import select
 from ..errors import PreemptError
 from ..plots import PAGE_IN, figure, save
 from ..published import compare, load_published
@@ -60,10 +61,7 @@ class Results:
 
     def cells(self, key: str) -> pd.DataFrame:
         """The cells of the grid blocks tagged with exhibit ``key`` (e.g. ``mspd/table4``)."""
-        df = self.metrics
-        if "reproduces" not in df.columns or df.empty:
-            return df.iloc[0:0]
-        return df[df["reproduces"].fillna("").astype(str).str.split(";").apply(lambda tags: key in tags)]
+        return select(self.metrics, {"reproduces": key})  # the claims' selector: ";"-lists match by entry
 
     def load(self, kind: str, key: str = "") -> dict[str, Any]:
         """The tensors of one artifact (see ``paths``); KeyError where this experiment has none."""
@@ -217,6 +215,12 @@ def grey(delta: Any) -> Any:
         return delta[..., 0, :, :]
     r, g, b = delta[..., 0, :, :], delta[..., 1, :, :], delta[..., 2, :, :]
     return 0.299 * r + 0.587 * g + 0.114 * b
+
+
+def grey_map(delta: Any, eps: float) -> Any:
+    """Eq. 14 in full: a perturbation in [-eps, eps] mapped to [0, 1], then to NTSC grey; centred
+    on 0 for the diverging maps of :func:`image_grid`."""
+    return grey((delta + eps) / (2 * eps)) - 0.5
 
 
 def tilt(ax: Any) -> None:

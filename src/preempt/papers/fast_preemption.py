@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 
-from . import Exhibit, Paper, Results, Shown, figure, grey, image_grid, mean_table, register, save_figure, schedule_of
+from . import Exhibit, Paper, Results, Shown, figure, grey_map, image_grid, mean_table, register, save_figure, schedule_of
 
 P = "fast_preemption"
 
@@ -80,9 +80,9 @@ def fig4(res: Results, e: Exhibit) -> Shown | None:
     correct = adv_re["correct"][:n].bool() if "correct" in adv_re else torch.ones(n, dtype=torch.bool)
     k = max(1, int(res.params.get("n_examples", 8)) // 2)
     idx = [*torch.nonzero(correct).flatten()[:k].tolist(), *torch.nonzero(~correct).flatten()[:k].tolist()]
-    rgb = lambda delta: grey((delta + eps) / (2 * eps)) - 0.5  # Eq. 14, centred for the diverging map
-    cols = [("original", x[idx], ""), (f"RE ({d})", xr[idx], ""), ("RE perturbation", rgb(xr[idx] - x[idx]), "gray"),
-            ("AutoAttack pert.", rgb(adv_x[idx] - x[idx]), "gray")]
+    cols = [("original", x[idx], ""), (f"RE ({d})", xr[idx], ""),
+            ("RE perturbation", grey_map(xr[idx] - x[idx], eps), "gray"),
+            ("AutoAttack pert.", grey_map(adv_x[idx] - x[idx], eps), "gray")]
     fig = image_grid(cols, len(idx))
     for row, i in enumerate(idx):
         fig.axes[row * len(cols)].set_ylabel("success" if bool(correct[i]) else "failure", fontsize=7)
@@ -108,13 +108,12 @@ def fig5(res: Results, e: Exhibit) -> Shown | None:
     xr = res.load("re", d)["x"]
     n = max(1, int(res.params.get("n_examples", 8)) // 2)
     eps = float((xr - x[:len(xr)]).abs().max()) or 1.0
-    rgb = lambda delta: grey((delta + eps) / (2 * eps)) - 0.5
-    cols = [("original", x[:n], ""), (f"x_r - x ({d})", rgb(xr[:n] - x[:n]), "gray")]
+    cols = [("original", x[:n], ""), (f"x_r - x ({d})", grey_map(xr[:n] - x[:n], eps), "gray")]
     rows = []
     for r in ("white", "black"):
         if f"{d}/{r}" in res.paths["revert"]:
             xv = res.load("revert", f"{d}/{r}")["x"]
-            cols.append((f"after {r}-box", rgb(xv[:n] - x[:n]), "gray"))
+            cols.append((f"after {r}-box", grey_map(xv[:n] - x[:n], eps), "gray"))
             rows.append({"reversion": r, "linf_to_x": float((xv - x[:len(xv)]).flatten(1).abs().amax(1).mean()),
                          "l2_to_x": float((xv - x[:len(xv)]).flatten(1).norm(dim=1).mean())})
     rows.insert(0, {"reversion": "none", "linf_to_x": float((xr - x[:len(xr)]).flatten(1).abs().amax(1).mean()),

@@ -14,8 +14,7 @@ P = "mspd"
 
 def table4(res: Results, e: Exhibit) -> Shown | None:
     """End-to-end: per defense, clean and robust accuracy under each AutoAttack variant and time."""
-    shown = by_defense(res, e)
-    return shown
+    return by_defense(res, e)
 
 
 def table6(res: Results, e: Exhibit) -> Shown | None:

@@ -41,7 +41,7 @@ def table(params: Params) -> pd.DataFrame:
 
 def summary(df: pd.DataFrame) -> dict[str, dict[str, float]]:
     """Per defense, the main table's means over victims and attacks (reversion none)."""
-    main = df[(df["reversion"] == "none") & df["tables"].fillna("").str.split(";").apply(lambda t: "main" in t)]
+    main = claims.select(df, {"reversion": "none", "tables": "main"})
     cols = [c for c in ("clean_acc", "robust_acc", "ssim", "linf", "sec_per_image") if c in main.columns]
     means = main.groupby("defense", sort=False)[cols].mean()
     return {d: {c: round(float(v), 6) for c, v in row.items() if pd.notna(v)} for d, row in means.iterrows()}
