@@ -1,7 +1,7 @@
 """Table of bad inputs: each gets exactly one ``preempt: error:`` line naming the problem (and the
 fix), exit status 2, before any compute: no file under results/ is created or changed.
 
-Every case runs the real CLI entry point (``preempt.__main__.main``) in a scratch project whose
+Every case runs the real CLI entry point (``preempt.cli.main``) in a scratch project whose
 data stage has run; config cases run ``validate`` or the stage that would use the value, file
 cases the stage that would read the file. ``test_config.py`` pins the wording of many more.
 """
@@ -20,7 +20,7 @@ import yaml
 
 from conftest import ROOT
 from preempt import artifacts
-from preempt.__main__ import main
+from preempt.cli import main
 from preempt.models import ARCHS
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -15,8 +15,10 @@ skipped with a loud warning.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import warnings
 from pathlib import Path
@@ -25,6 +27,7 @@ import pandas as pd
 import pytest
 
 from conftest import ROOT
+from preempt import recovery
 from preempt.config import RESOURCE_DEFAULTS
 from workspace import TIMING, make, run, slurm_profile, small_params
 
@@ -46,14 +49,27 @@ def cluster(tmp_path_factory):
     subprocess.run(["bash", str(CLUSTER), "stop", str(state)], capture_output=True, timeout=60)
 
 
-def test_small_experiment_through_sbatch_equals_the_local_run(cluster: Path, small_run: Path, tmp_path: Path) -> None:
+def _workspace(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """The small experiment, and the user's slurm profile edited for the one-node test cluster."""
     raw = small_params()
     # resources are not stage params: they change what sbatch is asked for, never a result
     raw["resources"] = {fam: {"gpus": 0, "mem_mb": 500, "cpus_per_task": 1, "runtime": 30} for fam in RESOURCE_DEFAULTS}
-    ws = make(tmp_path / "ws", raw) if (tmp_path / "ws").mkdir() is None else tmp_path
+    (tmp_path / "ws").mkdir()
+    ws = make(tmp_path / "ws", raw)
     env = slurm_profile(tmp_path / "home-config", **{
-        "default-resources": {"slurm_partition": "debug"}, "slurm-no-account": True, "slurm-status-command": "squeue",
+        "default-resources": {"slurm_partition": "debug"}, "slurm-status-command": "squeue",
         "jobs": 4, "slurm-init-seconds-before-status-checks": 2, "seconds-between-status-checks": 3})
+    return ws, env
+
+
+def _same_metrics(ws: Path, small_run: Path) -> None:
+    a, b = pd.read_csv(ws / "results" / "metrics.csv"), pd.read_csv(small_run / "results" / "metrics.csv")
+    cols = [c for c in a.columns if c not in TIMING]
+    pd.testing.assert_frame_equal(a[cols], b[cols])
+
+
+def test_small_experiment_through_sbatch_equals_the_local_run(cluster: Path, small_run: Path, tmp_path: Path) -> None:
+    ws, env = _workspace(tmp_path)
     out = run(["snakemake", "--cores", "8", "--profile", "slurm"], ws, env=env, timeout=1800)
     log = out.stdout + out.stderr
     slurm_ids = set(re.findall(r"submitted with SLURM jobid (\d+)", log))
@@ -66,7 +82,53 @@ def test_small_experiment_through_sbatch_equals_the_local_run(cluster: Path, sma
     started = set(re.findall(r"(?:Allocate|Started) JobId=(\d+)", ctld))
     succeeded = set(re.findall(r"_job_complete: JobId=(\d+) WEXITSTATUS 0", ctld))
     assert slurm_ids <= started and slurm_ids <= succeeded, (slurm_ids - started, slurm_ids - succeeded)
-    a, b = pd.read_csv(ws / "results" / "metrics.csv"), pd.read_csv(small_run / "results" / "metrics.csv")
-    cols = [c for c in a.columns if c not in TIMING]
-    pd.testing.assert_frame_equal(a[cols], b[cols])
+    _same_metrics(ws, small_run)
     assert "Data and pipelines are up to date" in run(["dvc", "status"], ws).stdout
+
+
+def scheduler_jobs(ws: Path) -> dict[str, list[str]]:
+    """Stage (rule) -> SLURM job ids of every job the controller knows ran from ``ws``: its own
+    record (`scontrol show job`, ended jobs kept by MinJobAge), the plugin's `rule_<name>` comment."""
+    out = subprocess.run(["scontrol", "show", "job", "-o"], capture_output=True, text=True, check=True).stdout
+    per: dict[str, list[str]] = {}
+    real = os.path.realpath(ws)
+    for line in out.splitlines():
+        f = dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+        if os.path.realpath(f.get("WorkDir", "")) == real:
+            per.setdefault(f.get("Comment", "").removeprefix("rule_"), []).append(f["JobId"])
+    return per
+
+
+def test_a_killed_controller_the_rerun_refuses_then_adopts_its_jobs_and_no_stage_runs_twice(
+        cluster: Path, small_run: Path, tmp_path: Path) -> None:
+    ws, env = _workspace(tmp_path)
+    ctl = subprocess.Popen(["snakemake", "--cores", "8", "--profile", "slurm"], cwd=ws, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                           env={**os.environ, "PREEMPT_PROGRESS": "0", **env})
+    assert ctl.stdout is not None
+    seen: list[str] = []
+    for line in ctl.stdout:  # kill -9 once two jobs are in SLURM's hands (a login node reboots)
+        seen.append(line)
+        if len(re.findall(r"submitted with SLURM jobid (\d+)", "".join(seen))) >= 2:
+            break
+    os.kill(ctl.pid, signal.SIGKILL)
+    ctl.wait()
+    orphans = [j.id for j in recovery.slurm_jobs(ws)]
+    submitted = re.findall(r"submitted with SLURM jobid (\d+)", "".join(seen))
+    refused = run(["snakemake", "--cores", "8", "--profile", "slurm"], ws, ok=False, env=env)
+    lines = [ln for ln in refused.stderr.splitlines() if ln.startswith("preempt: error:")]
+    if orphans:  # normally both are still queued or running; on a very fast machine they may be done
+        assert refused.returncode != 0 and len(lines) == 1, refused.stderr[-3000:]
+        assert all(f"slurm {i} " in lines[0] for i in orphans) and "scancel" in lines[0], lines[0]
+    run(["snakemake", "--unlock"], ws, env=env)  # the killed controller's stale Snakemake lock
+    out = run(["snakemake", "--cores", "8", "--profile", "slurm", "--config", "earlier_jobs=wait"], ws,
+              env=env, timeout=1800)
+    _same_metrics(ws, small_run)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], ws).stdout
+    per_stage = scheduler_jobs(ws)
+    print("SLURM jobs per stage (scontrol):", per_stage)
+    twice = {rule: ids for rule, ids in per_stage.items() if len(ids) > 1}
+    assert not twice, f"stages submitted twice: {twice}"
+    assert set(submitted) <= {i for ids in per_stage.values() for i in ids}
+    later = re.findall(r"submitted with SLURM jobid (\d+)", out.stdout + out.stderr)
+    assert not set(later) & set(submitted) and len(per_stage) == len(submitted) + len(later)

@@ -80,6 +80,8 @@ SlurmctldLogFile=$dir/slurmctld.log
 SlurmdLogFile=$dir/slurmd.log
 SlurmctldPort=6817
 SlurmdPort=6818
+# keep ended jobs in the controller for an hour: tests read each job's rule from `scontrol show job`
+MinJobAge=3600
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 CONF

@@ -1,0 +1,133 @@
+"""The CLI behind ``python -m preempt <stage> [key...]`` (entered through ``preempt.__main__``):
+run one stage; plus the ``dag``, ``validate``, ``list``, ``prefetch``, ``use`` and
+``slurm-profile`` tools."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from . import catalog, config, dag, dvcfile, prefetch, recovery, slurm
+from .artifacts import write_text
+from .errors import PreemptError
+from .paths import DVC_YAML, PARAMS_FILE
+from .runtime import setup_logging
+from .stages import context
+
+STAGE_ARGS = {
+    "data": [],
+    "model": ["name"],
+    "defend": ["defense"],
+    "revert": ["defense", "reversion"],
+    "attack": ["defense", "reversion", "victim", "attack"],
+    "aggregate": [],
+    "report": ["notebook"],
+    "gather": ["kind", "names"],
+}
+SHARDED = ("defend", "attack")  # stages that take --shard I/K
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/K such as 2/4, got {text!r}") from None
+    if not 1 <= i <= k:
+        raise argparse.ArgumentTypeError(f"shard {text}: need 1 <= I <= K")
+    return i, k
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m preempt", description=__doc__)
+    ap.add_argument("--params", default=PARAMS_FILE, help="experiment file (default: params.yaml)")
+    sub = ap.add_subparsers(dest="command", required=True)
+    for stage, names in STAGE_ARGS.items():
+        sp = sub.add_parser(stage, help=f"run the {stage} stage")
+        for n in names:
+            sp.add_argument(n, nargs="+") if n == "names" else sp.add_argument(n)
+        if stage in SHARDED:
+            sp.add_argument("--shard", type=_shard, default=None, metavar="I/K",
+                            help="run only the I-th of K chunks of the images (joined by `gather`)")
+    dp = sub.add_parser("dag", help="print or (re)write dvc.yaml from params.yaml")
+    dp.add_argument("--write", action="store_true", help="write dvc.yaml if it changed")
+    dp.add_argument("--check", action="store_true", help="fail if dvc.yaml is stale")
+    sub.add_parser("validate", help="validate params.yaml and exit")
+    sub.add_parser("list", help="every name params.yaml can use, with its file and what it is")
+    pf = sub.add_parser("prefetch", help="download datasets and zoo weights (run where there is internet)")
+    pf.add_argument("--check", action="store_true", help="download nothing; fail if anything is missing")
+    up = sub.add_parser("use", help="make an experiment file (e.g. config/cifar10.yaml) the active params.yaml")
+    up.add_argument("experiment")
+    sub.add_parser("slurm-profile", help="install the SLURM profile as your Snakemake profile 'slurm' "
+                                         "(never overwrites one); ./setup.sh runs it")
+    return ap
+
+
+def _stage(args: argparse.Namespace) -> None:
+    with recovery.stage_claim():  # one driver per checkout (re-entrant: `python -m` took it already)
+        _run_stage(args)
+
+
+def _run_stage(args: argparse.Namespace) -> None:
+    ctx = context(args.params)
+    mod = importlib.import_module(f"preempt.stages.{args.command}")
+    values = [v for n in STAGE_ARGS[args.command] for v in
+              (getattr(args, n) if n == "names" else [getattr(args, n)])]
+    if args.command in SHARDED:
+        mod.run(ctx, *values, shard=args.shard)
+    else:
+        mod.run(ctx, *values)
+
+
+def _dag(args: argparse.Namespace) -> None:
+    stages = dag.build(config.load(args.params))
+    if args.check:
+        dvcfile.check_fresh(stages)
+    elif args.write:
+        changed = dvcfile.write_if_changed(DVC_YAML, dvcfile.dvc_yaml(stages))
+        print(f"{DVC_YAML}: {'updated' if changed else 'up to date'} ({len(stages)} stages)")
+    else:
+        sys.stdout.write(dvcfile.dvc_yaml(stages))
+
+
+def _validate(args: argparse.Namespace) -> None:
+    g = config.load(args.params).grid
+    print(f"{args.params}: valid ({len(g.names('defenses'))} defenses, {len(g.names('reversions'))} reversions, "
+          f"{len(g.names('victims'))} victims, {len(g.names('attacks'))} attacks; {len(g.cells())} cells "
+          f"in {len(g.blocks())} table(s))")
+
+
+def _use(args: argparse.Namespace) -> None:
+    with recovery.stage_claim():  # not while a driver runs the experiment it would replace
+        _use_experiment(args)
+
+
+def _use_experiment(args: argparse.Namespace) -> None:
+    p = config.load(args.experiment)  # refuse an invalid experiment before touching params.yaml
+    text = Path(args.experiment).read_text()
+    write_text(PARAMS_FILE, f"# active experiment: copied from {args.experiment} by "
+               f"`python -m preempt use`; edit here for ablations\n{text}")
+    print(f"{PARAMS_FILE} <- {args.experiment} ({len(dag.build(p))} stages); "
+          "run `snakemake --cores N` (or `dvc repro`)")
+
+
+def _prefetch(args: argparse.Namespace) -> None:
+    setup_logging()
+    prefetch.run(config.load(args.params), check_only=args.check)
+
+
+COMMANDS = {"dag": _dag, "validate": _validate, "use": _use, "prefetch": _prefetch,
+            "list": lambda _: print(catalog.render(), end=""),
+            "slurm-profile": lambda _: print(slurm.install_profile())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        (_stage if args.command in STAGE_ARGS else COMMANDS[args.command])(args)
+    except PreemptError as err:
+        print(f"preempt: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
