@@ -13,7 +13,7 @@ import contextlib
 import sys
 
 from . import recovery
-from .errors import PreemptError
+from .errors import PreemptError, report
 
 FREE = {"validate", "list", "dag", "prefetch", "slurm-profile"}  # tools that change no result
 
@@ -39,6 +39,5 @@ if __name__ == "__main__":
 
             code = main()
     except PreemptError as err:
-        print(f"preempt: error: {err}", file=sys.stderr)
-        code = 2
+        code = report(err)
     sys.exit(code)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import catalog, config, dag, dvcfile, prefetch, recovery, slurm
 from .artifacts import write_text
-from .errors import PreemptError
+from .errors import PreemptError, report
 from .paths import DVC_YAML, PARAMS_FILE
 from .runtime import setup_logging
 from .stages import context
@@ -127,7 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         (_stage if args.command in STAGE_ARGS else COMMANDS[args.command])(args)
     except PreemptError as err:
-        print(f"preempt: error: {err}", file=sys.stderr)
-        return 2
+        return report(err)
     return 0
 

@@ -1,5 +1,7 @@
 """The one exception type users see: a single line naming the problem and the fix."""
 
+import sys
+
 
 class PreemptError(Exception):
     """A user-facing error; the CLI prints ``str(err)`` as one line and exits with status 2."""
@@ -10,3 +12,10 @@ class PreemptError(Exception):
 
 class ConfigError(PreemptError):
     """params.yaml (or an experiment file) is invalid."""
+
+
+def report(err: PreemptError) -> int:
+    """Print ``err`` as the one line users see (``preempt: error: ...`` on stderr); returns the
+    exit status every entry point (CLI, Snakefile, Snakemake preflight) stops with."""
+    print(f"preempt: error: {err}", file=sys.stderr, flush=True)
+    return 2

@@ -49,21 +49,19 @@ from typing import Any
 
 import psutil
 
-from .errors import PreemptError
-
-
-
-def _say(message: str) -> None:
-    """Progress for the user: on stderr, as Snakemake's own lines are (it sets up no logging)."""
-    sys.stderr.write(f"preempt: {message}\n")
-    sys.stderr.flush()
-
+from .errors import PreemptError, report
 
 LOCK_FILE = Path(".preempt/driver.lock")
 ENV = "PREEMPT_DRIVER"  # the controller's run id, in the environment of every job it starts
 MODES = ("refuse", "wait", "cancel")  # --config earlier_jobs=...
 POLL_S = 10.0  # how often `earlier_jobs=wait` asks again
 SQUEUE_TIMEOUT_S = 30.0
+
+
+def _say(message: str) -> None:
+    """Progress for the user: on stderr, as Snakemake's own lines are (it sets up no logging)."""
+    sys.stderr.write(f"preempt: {message}\n")
+    sys.stderr.flush()
 
 
 # --------------------------------------------------------------------------------------------
@@ -339,13 +337,16 @@ def preflight(workflow: Any, outputs: dict[str, str], earlier: str = "refuse") -
         hold_for_controller()
         root = Path.cwd()
         slurm_exec = "slurm" in type(workflow.executor_plugin.executor).__module__
-        try:
-            jobs = earlier_jobs(root)
-        except PreemptError:
-            if slurm_exec:
-                raise
-            jobs = local_jobs(root)  # a local run where SLURM is installed but unreachable
-        settle(jobs, earlier, lambda: earlier_jobs(root))
+
+        def query() -> list[Job]:  # the first look and every later one (earlier_jobs=wait) alike
+            try:
+                return earlier_jobs(root)
+            except PreemptError:
+                if slurm_exec:
+                    raise
+                return local_jobs(root)  # a local run where SLURM is installed but unreachable
+
+        settle(query(), earlier, query)
         kept, rerun = reconcile(snakemake_incomplete(workflow.persistence, list(outputs)), outputs,
                                 dvc_up_to_date, lambda o: _unmark(workflow.persistence, o))
         if kept:
@@ -353,9 +354,7 @@ def preflight(workflow: Any, outputs: dict[str, str], earlier: str = "refuse") -
         if rerun:
             _say(f"left incomplete by the earlier run (partial outputs removed, will rerun): {', '.join(rerun)}")
     except PreemptError as err:
-        sys.stderr.write(f"preempt: error: {err}\n")
-        sys.stderr.flush()
-        os._exit(2)  # inside Snakemake's DAG building: an exception would come back as a traceback
+        os._exit(report(err))  # inside Snakemake's DAG building: an exception would come back as a traceback
 
 
 def _unmark(persistence: Any, output: str) -> None:
