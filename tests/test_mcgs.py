@@ -11,7 +11,7 @@ from torch import nn
 from conftest import Linear
 from preempt.defenses import mcgs as M
 from preempt.reversions.preemptive import PreemptiveConfig, preemptive
-from preempt.runtime import generator
+from preempt.runtime import ImageStreams, generator
 
 
 def cfg(**kw) -> M.MCGSConfig:
@@ -62,6 +62,25 @@ def test_chunking_does_not_change_the_result(linear: nn.Module, images: torch.Te
     a = M.cascade(images, y, linear, cfg(chunk_size=10_000), generator(0))
     b = M.cascade(images, y, linear, cfg(chunk_size=7), generator(0))
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_per_image_streams_make_res_independent_of_the_batch_size(linear: nn.Module, images: torch.Tensor) -> None:
+    """The defend stage's batch size is a speed knob: with one stream per image, batches of 16, 5
+    and 1 (the per-image loop) give the same REs (up to the kernels' float batch dependence)."""
+    y = torch.arange(16) % 10
+
+    def batched(bs: int) -> torch.Tensor:
+        return torch.cat([M.cascade(images[i:i + bs], y[i:i + bs], linear, cfg(), generator(0), ImageStreams(0, range(i, min(i + bs, 16))))
+                          for i in range(0, 16, bs)])
+
+    whole = batched(16)
+    for bs in (5, 1):
+        assert torch.allclose(whole, batched(bs), atol=1e-6)
+    # the streams are what makes it so: one batch generator gives each batch size other starts
+    per_batch = torch.cat([M.cascade(images[i:i + 5], y[i:i + 5], linear, cfg(), generator(0)) for i in range(0, 16, 5)])
+    assert not torch.allclose(whole, per_batch, atol=1e-3)
+    # and an image's stream is its own: another seed, other REs
+    assert not torch.allclose(whole, M.cascade(images, y, linear, cfg(), generator(0), ImageStreams(1, range(16))), atol=1e-3)
 
 
 @settings(max_examples=20, deadline=None)

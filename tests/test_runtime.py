@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from preempt.runtime import RuntimeConfig
-from preempt.runtime import Accelerated, accelerate, batch_generator
+from preempt import runtime
+from preempt.runtime import Accelerated, ImageStreams, accelerate, auto_batch_size, auto_chunk, batch_generator
 
 
 def test_a_batch_draws_the_same_numbers_wherever_it_runs() -> None:
@@ -15,15 +16,45 @@ def test_a_batch_draws_the_same_numbers_wherever_it_runs() -> None:
     assert not torch.equal(a, torch.rand(5, generator=batch_generator(1, 256)))  # another seed
 
 
-def test_gpu_options_are_off_by_default_and_ignored_on_cpu(linear) -> None:
+def test_an_image_stream_is_the_stream_of_a_batch_of_that_one_image() -> None:
+    s = ImageStreams(7, range(3, 6))
+    drawn = s.draw(lambda g: torch.rand(4, generator=g))
+    assert drawn.shape == (4, 3)
+    for k, j in enumerate(range(3, 6)):
+        assert torch.equal(drawn[:, k], torch.rand(4, generator=batch_generator(7, j)))
+
+
+def test_auto_sizes_follow_the_device_and_the_image_size() -> None:
+    cifar, imagenet = (3, 32, 32), (3, 224, 224)
+    assert auto_chunk("cpu", cifar) == 128 and auto_chunk("cuda", cifar) == 8192
+    assert auto_batch_size("cpu", cifar) == 256 and auto_batch_size("cuda", cifar) == 1024
+    assert auto_chunk("cuda", imagenet) == 8192 * 3072 // (3 * 224 * 224)  # fewer, larger images per pass
+    assert auto_batch_size("cpu", (1, 8, 8)) > auto_batch_size("cpu", cifar)
+    assert RuntimeConfig(batch_size="auto").batch("cpu", cifar) == 256
+    assert RuntimeConfig(batch_size=64).batch("cuda", cifar) == 64  # a number is kept as given
+
+
+def test_speed_options_are_off_by_default_and_cpu_ignores_what_it_cannot_run(linear, monkeypatch) -> None:
     assert not any(getattr(RuntimeConfig(), k) for k in ("amp", "channels_last", "compile"))
-    on = RuntimeConfig(amp=True, channels_last=True, compile=True)
-    assert accelerate(linear, on, "cpu") is linear
     assert accelerate(linear, RuntimeConfig(), "cuda") is linear  # nothing asked, nothing wrapped
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: False)
+    assert accelerate(linear, RuntimeConfig(amp=True, compile=True), "cpu") is linear  # emulated bf16: ignored
+    cl = accelerate(linear, RuntimeConfig(channels_last=True), "cpu")
+    assert isinstance(cl, Accelerated) and cl.channels_last and not cl.amp
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)  # an AMX / AVX512-BF16 CPU
+    amp = accelerate(linear, RuntimeConfig(amp=True), "cpu")
+    assert isinstance(amp, Accelerated) and amp.amp and amp.dtype == torch.bfloat16 and amp.device_type == "cpu"
+
+
+def test_cpu_bf16_autocast_gives_float32_logits_close_to_float32(linear, images) -> None:
+    """What the opt-in computes on a CPU (emulated here if the CPU has no native bf16)."""
+    out = Accelerated(linear, amp=True, channels_last=False, device_type="cpu")(images)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, linear(images), atol=0.05, rtol=0.05)
 
 
 def test_the_amp_wrapper_returns_float32_logits_and_input_gradients(linear, images) -> None:
-    wrapped = Accelerated(linear, amp=False, channels_last=True)  # autocast is CUDA-only; the rest runs here
+    wrapped = Accelerated(linear, amp=False, channels_last=True)
     x = images.clone().requires_grad_(True)
     out = wrapped(x)
     assert out.dtype == torch.float32 and torch.allclose(out, linear(images))

@@ -10,10 +10,10 @@ import logging
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Literal, TypeVar
+from typing import Callable, Literal, Sequence, TypeVar
 
 import torch
-from pydantic import Field
+from pydantic import Field, PositiveInt
 from tqdm.auto import tqdm
 
 from .errors import PreemptError
@@ -29,12 +29,56 @@ class RuntimeConfig(MethodConfig):
     # torch intra-op threads per job: fixed so that results do not depend on the driver's
     # parallelism (CPU reductions are bit-identical only for a fixed thread count).
     num_threads: int = Field(1, ge=1)
-    batch_size: int = Field(256, ge=1)
-    # GPU speed-ups, off by default (see accelerate below); each changes float results
-    # slightly, so they are stage params: switching one reruns the stages it affects.
-    amp: bool = Field(False, description="autocast forward passes to bfloat16/float16 (CUDA only)")
-    channels_last: bool = Field(False, description="NHWC memory format for conv models (CUDA only)")
+    # images per batch; 'auto' = the documented per-device rule of auto_batch_size. A batch size
+    # is a speed knob only: defenses draw per-image random streams (ImageStreams), so REs change
+    # with it only through the kernels' own batch-size dependence. Fix a number for reported runs.
+    batch_size: PositiveInt | Literal["auto"] = 256
+    # Speed-ups, off by default (see accelerate below); each changes float results slightly, so
+    # they are stage params: switching one reruns the stages it affects. The papers are float32.
+    amp: bool = Field(False, description="autocast forward passes to bfloat16 (CUDA; CPUs with AMX or "
+                                         "AVX512-BF16, else ignored with a log line) or float16 (old GPUs)")
+    channels_last: bool = Field(False, description="NHWC memory format for conv models (CUDA and CPU)")
     compile: bool = Field(False, description="torch.compile the models a stage runs (CUDA only)")
+
+    def batch(self, device: torch.device | str, sample_shape: Sequence[int]) -> int:
+        """``batch_size``, with 'auto' resolved for this device and image size."""
+        return self.batch_size if self.batch_size != "auto" else auto_batch_size(device, sample_shape)
+
+
+# The per-device rule behind 'auto' (measured with benchmarks/mcgs_throughput.py). On a CPU, a
+# pass over more than a few hundred 32x32 images no longer fits the caches and gets slower per
+# image (ResNet-20, one thread: about 1.5x slower per sample at 2,560 than at 128); a GPU wants
+# the largest passes its memory holds. Both scale with the pixels of one image.
+CIFAR_PIXELS = 3 * 32 * 32
+PASS_SAMPLES = {"cpu": 128, "cuda": 8192}   # samples (images x random starts) per backbone pass
+BATCH_IMAGES = {"cpu": 256, "cuda": 1024}   # images per batch of a stage
+
+
+def _scaled(table: dict[str, int], device: torch.device | str, sample_shape: Sequence[int], floor: int) -> int:
+    numel = 1
+    for d in sample_shape:
+        numel *= int(d)
+    kind = "cuda" if torch.device(device).type == "cuda" else "cpu"
+    return max(floor, table[kind] * CIFAR_PIXELS // max(numel, 1))
+
+
+def auto_batch_size(device: torch.device | str, sample_shape: Sequence[int]) -> int:
+    """Images per batch for ``runtime.batch_size: auto``: 256 on a CPU, 1,024 on a GPU, for
+    CIFAR-sized images, inversely proportional to the pixels of larger ones (at least 8)."""
+    return _scaled(BATCH_IMAGES, device, sample_shape, floor=8)
+
+
+def auto_chunk(device: torch.device | str, sample_shape: Sequence[int]) -> int:
+    """Samples per forward+backward pass of a batched multi-start method (MCGS's ``chunk_size:
+    auto``): 128 on a CPU (cache-sized), 8,192 on a GPU, for CIFAR-sized images (at least 1)."""
+    return _scaled(PASS_SAMPLES, device, sample_shape, floor=1)
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16). Without either, bf16
+    autocast is emulated: measured 18x slower than float32 on an AVX2 CPU (ResNet-20)."""
+    caps = torch.cpu.get_capabilities() if hasattr(torch.cpu, "get_capabilities") else {}
+    return bool(caps.get("amx_bf16") or caps.get("avx512_bf16"))
 
 
 def shard_range(n: int, batch_size: int, shard: Shard | None) -> tuple[int, int]:
@@ -74,38 +118,43 @@ def configure(rt: RuntimeConfig) -> torch.device:
 
 
 class Accelerated(torch.nn.Module):
-    """A frozen model run with the GPU options of ``runtime``: autocast (AMP) forward passes whose
-    logits come back as float32, and/or channels-last inputs. Gradients still flow to the input."""
+    """A frozen model run with the speed options of ``runtime``: autocast (AMP) forward passes
+    whose logits come back as float32, and/or channels-last inputs. Gradients still flow to the input."""
 
-    def __init__(self, model: torch.nn.Module, amp: bool, channels_last: bool) -> None:
+    def __init__(self, model: torch.nn.Module, amp: bool, channels_last: bool, device_type: str = "cuda") -> None:
         super().__init__()
-        self.model, self.amp, self.channels_last = model, amp, channels_last
-        self.dtype = torch.bfloat16 if amp and torch.cuda.is_bf16_supported() else torch.float16
+        self.model, self.amp, self.channels_last, self.device_type = model, amp, channels_last, device_type
+        cuda_bf16 = device_type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        self.dtype = torch.bfloat16 if device_type == "cpu" or cuda_bf16 else torch.float16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=self.dtype, enabled=self.amp):
+        with torch.autocast(self.device_type, dtype=self.dtype, enabled=self.amp):
             return self.model(x).float()
 
 
 def accelerate(model: torch.nn.Module, rt: RuntimeConfig, device: torch.device | str) -> torch.nn.Module:
-    """Apply ``runtime.amp`` / ``channels_last`` / ``compile`` to a model on a CUDA device.
+    """Apply ``runtime.amp`` / ``channels_last`` / ``compile`` to a model on its device.
 
-    All three default off, and on a CPU device they are ignored (with one log line): AMP and
-    compilation change float results and make CPU runs slower or less reproducible, which is
-    exactly what the CPU default must not be."""
+    All three default off (the papers' numbers are float32). ``channels_last`` works on both
+    devices; ``amp`` on CUDA and on CPUs with native bfloat16 (else ignored with one log line:
+    emulated bf16 is an order of magnitude slower); ``compile`` on CUDA only (on a CPU its minute
+    of compilation costs more than a stage's passes gain)."""
+    kind = torch.device(device).type
     wanted = [k for k in ("amp", "channels_last", "compile") if getattr(rt, k)]
     if not wanted:
         return model
-    if torch.device(device).type != "cuda":
-        log.info("runtime: %s ignored on %s (GPU-only options)", ", ".join(wanted), device)
-        return model
+    unsupported = [k for k in wanted if kind != "cuda" and (k == "compile" or (k == "amp" and not cpu_has_bf16()))]
+    if unsupported:
+        why = "no AMX or AVX512-BF16 on this CPU" if "amp" in unsupported else "CUDA only"
+        log.info("runtime: %s ignored on %s (%s)", ", ".join(unsupported), device, why)
+    amp = rt.amp and "amp" not in unsupported
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if rt.amp or rt.channels_last:
-        model = Accelerated(model, rt.amp, rt.channels_last)
-    if rt.compile:
+    if amp or rt.channels_last:
+        model = Accelerated(model, amp, rt.channels_last, "cuda" if kind == "cuda" else "cpu")
+    if rt.compile and kind == "cuda":
         model = torch.compile(model)  # type: ignore[assignment]
     return model
 
@@ -122,6 +171,24 @@ def batch_generator(seed: int, start: int, device: torch.device | str = "cpu") -
     the images are split into shards or jobs (the seed mixes both with a 64-bit hash)."""
     digest = hashlib.sha256(f"{seed}:{start}".encode()).digest()
     return generator(int.from_bytes(digest[:8], "little") & (2**63 - 1), device)
+
+
+class ImageStreams:
+    """One seeded random stream per image: image ``j`` of the stage draws from
+    ``batch_generator(seed, j)``, the generator a batch of that one image would have. What an image
+    draws therefore depends neither on the batch it is in, nor on chunking or shards, so
+    ``runtime.batch_size`` is a pure speed knob for the defenses that draw through this."""
+
+    def __init__(self, seed: int, index: Sequence[int], device: torch.device | str = "cpu") -> None:
+        self.gens = [batch_generator(seed, int(j), device) for j in index]
+
+    def __len__(self) -> int:
+        return len(self.gens)
+
+    def draw(self, per_image: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
+        """``per_image(g)`` for each image's generator, stacked on a new dim 1 (images): a
+        ``(k, ...)`` draw per image gives ``(k, images, ...)``."""
+        return torch.stack([per_image(g) for g in self.gens], 1)
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:

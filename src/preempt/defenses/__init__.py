@@ -1,10 +1,13 @@
 """Defense registry: preemptive defenses that turn an image x into a robust example x_r.
 
-Uniform signature: ``defend(x, *, cfg, models, y_true, generator, label_shift) -> x_r`` where
+Uniform signature: ``defend(x, *, cfg, models, y_true, generator, label_shift, streams) -> x_r`` where
 ``models`` maps each model-reference field of ``cfg`` (``classifier``, ``backbone``, ...) to a
 frozen model taking [0, 1] images. Preemptive reversion re-runs the same entry with other models
 in those roles, so every defense is attackable by reversion without extra code.
 
+``streams`` (optional, given by the defend stage) holds one random stream per image
+(``runtime.ImageStreams``): a defense that draws per image through it gives the same REs whatever
+the batch size; without it (tests, an attacker re-running the defense) it draws from ``generator``.
 ``trace`` (optional) collects per-iteration diagnostics of the defenses that keep them.
 ``label_shift`` (per image, 0 = keep) implements Fast Preemption's evaluation protocol for
 reversion attacks (Sec. 4.3): a defense entry with ``mislabel`` protects a wrong label for a fixed
@@ -20,6 +23,7 @@ from pydantic import Field
 from torch import nn
 
 from ..registry import MethodConfig, Registry, is_model_ref
+from ..runtime import ImageStreams
 
 Defense = Callable[..., torch.Tensor]
 DEFENSES: Registry[Defense] = Registry("defense", __name__)
@@ -109,8 +113,9 @@ Trace = dict[str, list[torch.Tensor]]  # name -> one per-image tensor per iterat
 
 def run(cfg: DefenseConfig, x: torch.Tensor, *, models: Mapping[str, nn.Module],
         y_true: torch.Tensor | None, generator: torch.Generator,
-        label_shift: torch.Tensor | None = None, trace: Trace | None = None) -> torch.Tensor:
+        label_shift: torch.Tensor | None = None, trace: Trace | None = None,
+        streams: ImageStreams | None = None) -> torch.Tensor:
     """Dispatch to the registered defense named by ``cfg.method``. A defense that keeps
     diagnostics appends them to ``trace`` when one is given (Bi-Level: Moon et al.'s Figs. 4-5)."""
     return DEFENSES[cfg.method].fn(x, cfg=cfg, models=models, y_true=y_true, generator=generator,
-                                   label_shift=label_shift, trace=trace)
+                                   label_shift=label_shift, trace=trace, streams=streams)

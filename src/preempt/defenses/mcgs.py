@@ -11,7 +11,11 @@ Preemption) runs steps in order:
 
 P is the projection onto the eps-ball around the ORIGINAL image, then onto [0, 1]; P_{x_r} keeps
 each single-step attack inside the eps-ball around the current iterate. alpha (the FGSM step)
-defaults to eps. The N starts are one batched pass (chunked to ``chunk_size`` images), not a loop.
+defaults to eps. The N starts of all images are batched passes, not a loop: ``chunk_size`` samples
+(images x starts) per pass, by default the per-device rule of ``runtime.auto_chunk`` (on a CPU, a
+cache-sized pass is faster per sample than one huge pass; on a GPU, the opposite). Given
+``streams`` (the defend stage), each image draws its starts from its own stream, so REs do not
+depend on the batch size or the chunk beyond the kernels' own batch dependence.
 
 Schedules are runs of F/B steps, and ``(...)xK`` repeats a group: Fast Preemption's ablations
 F100-B0 = ``F100``, F0-B100 = ``B100``, F10-B90 = ``F10B90``, Alternate = ``(F1B1)x50``, F1-B2 =
@@ -28,11 +32,12 @@ import re
 from typing import Any, Literal, Mapping
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveInt, field_validator
 from torch import nn
 
 from ..attacks import Norm, input_grad, project, signed_step, uniform_ball
 from ..registry import ModelName
+from ..runtime import ImageStreams, auto_chunk
 from . import DEFENSES, DefenseConfig, LabelSource, labels
 
 SCHEDULE_RE = re.compile(r"^(?:[FB]\d{1,4})+$")
@@ -69,7 +74,8 @@ class MCGSConfig(DefenseConfig):
     label_source: LabelSource = "classifier"
     random_start: bool = Field(True, description="each of the N FGSM steps starts at a random point of the ball")
     reverse: bool = Field(False, description="flip every step (reconstruction attack)")
-    chunk_size: int = Field(8192, ge=1, description="max images (N x batch) per backbone pass")
+    chunk_size: PositiveInt | Literal["auto"] = Field(
+        "auto", description="samples (N x images) per backbone pass; auto = runtime.auto_chunk's per-device rule")
 
     @field_validator("schedule")
     @classmethod
@@ -83,13 +89,19 @@ class MCGSConfig(DefenseConfig):
 
 
 def smoothed_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, alpha: float,
-                  n: int, norm: Norm, ascend: bool, generator: torch.Generator, chunk_size: int,
-                  random_start: bool = True) -> torch.Tensor:
+                  n: int, norm: Norm, ascend: bool, generator: torch.Generator, chunk_size: int | Literal["auto"],
+                  random_start: bool = True, streams: ImageStreams | None = None) -> torch.Tensor:
     """Mean over N random starts of a one-step FGSM (ascending or descending) around ``x``."""
     b = x.shape[0]
-    starts = x.unsqueeze(0).expand(n, *x.shape).reshape(n * b, *x.shape[1:])
+    if chunk_size == "auto":
+        chunk_size = auto_chunk(x.device, x.shape[1:])
+    starts = x.unsqueeze(0).expand(n, *x.shape).reshape(n * b, *x.shape[1:])  # start k of image i at k*b + i
     if random_start:
-        starts = (starts + uniform_ball(starts.shape, eps, norm, generator, x.device)).clamp(0, 1)
+        if streams is not None:  # (n, b, ...): image i's n starts from its own stream
+            noise = streams.draw(lambda g: uniform_ball(torch.Size((n, *x.shape[1:])), eps, norm, g, x.device))
+        else:
+            noise = uniform_ball(starts.shape, eps, norm, generator, x.device)
+        starts = (starts + noise.reshape(starts.shape)).clamp(0, 1)
     centers = x.repeat(n, *([1] * (x.dim() - 1)))
     targets = y.repeat(n)
     out = torch.empty_like(starts)
@@ -102,7 +114,7 @@ def smoothed_fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: fl
 
 
 def cascade(x: torch.Tensor, y: torch.Tensor, backbone: nn.Module, cfg: MCGSConfig,
-            generator: torch.Generator) -> torch.Tensor:
+            generator: torch.Generator, streams: ImageStreams | None = None) -> torch.Tensor:
     x0 = x.detach()
     xr = x0.clone()
     alpha = cfg.alpha if cfg.alpha is not None else cfg.eps
@@ -110,7 +122,7 @@ def cascade(x: torch.Tensor, y: torch.Tensor, backbone: nn.Module, cfg: MCGSConf
     for direction in parse_schedule(cfg.schedule):
         avg = smoothed_fgsm(backbone, xr, y, eps=cfg.eps, alpha=alpha, n=cfg.n_samples, norm=cfg.norm,
                             ascend=direction < 0, generator=generator, chunk_size=cfg.chunk_size,
-                            random_start=cfg.random_start)
+                            random_start=cfg.random_start, streams=streams)
         xr = project(xr + flip * direction * cfg.eta * (avg - xr), x0, cfg.eps, cfg.norm)
     return xr.detach()
 
@@ -118,6 +130,6 @@ def cascade(x: torch.Tensor, y: torch.Tensor, backbone: nn.Module, cfg: MCGSConf
 @DEFENSES.register("mcgs", MCGSConfig)
 def mcgs(x: torch.Tensor, *, cfg: MCGSConfig, models: Mapping[str, nn.Module],
          y_true: torch.Tensor | None, generator: torch.Generator, label_shift: torch.Tensor | None = None,
-         **_: Any) -> torch.Tensor:
+         streams: ImageStreams | None = None, **_: Any) -> torch.Tensor:
     y = labels(x, cfg.label_source, models, y_true, label_shift)
-    return cascade(x, y, models["backbone"], cfg, generator)
+    return cascade(x, y, models["backbone"], cfg, generator, streams)

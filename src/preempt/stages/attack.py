@@ -62,7 +62,7 @@ def craft(ctx: Context, attack: str, victim: str, x_in: torch.Tensor, y: torch.T
     p = ctx.params
     acfg = p.attacks[attack]
     fn = ATTACKS[acfg.method].fn
-    bs = p.runtime.batch_size
+    bs = p.runtime.batch(ctx.device, x_in.shape[1:])
     surrogates = list(acfg.surrogates)
     advs: dict[str, torch.Tensor] = {}
     for name in surrogates or [victim]:
@@ -171,7 +171,7 @@ def run(ctx: Context, defense: str, reversion: str, victim: str, attack: str, sh
     acfg = p.attacks[attack]
     cell = (defense, reversion, victim, attack)
     x_in, y, x0, model, meta = inputs(ctx, *cell)
-    lo, hi = shard_range(len(x_in), p.runtime.batch_size, shard)
+    lo, hi = shard_range(len(x_in), p.runtime.batch(ctx.device, x_in.shape[1:]), shard)
     surrogates = list(acfg.surrogates)
     log.info("attack %s on victim %s%s, input %s/%s (images %d-%d of %d%s, eps=%.4g)", attack, victim,
              f" (transfer from {', '.join(surrogates)})" if surrogates else "", defense, reversion, lo, hi,

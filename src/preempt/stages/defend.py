@@ -4,9 +4,12 @@ The RE artifact holds ``x`` and ``y``, and each diagnostic the defense traced as
 ``trace_<name>`` (images x iterations; Bi-Level: ``trace_grad_norm``, ``trace_loss``,
 ``trace_final_loss``, for Moon et al.'s Figs. 4-5).
 
-Batches of ``runtime.batch_size`` images each draw from their own seeded generator
-(``runtime.batch_generator``), so a shard (images of whole batches, ``runtime.shard_range``)
-computes exactly what the unsharded stage computes for those images; ``gather re`` joins the shards.
+Each image draws from its own seeded random stream (``runtime.ImageStreams``; MCGS draws its
+random starts there), and each batch of ``runtime.batch_size`` images from its own seeded generator
+(``runtime.batch_generator``; Bi-Level's inner PGD), so a shard (images of whole batches,
+``runtime.shard_range``) computes exactly what the unsharded stage computes for those images, and
+for MCGS the batch size changes the REs only through the kernels' own batch dependence.
+``gather re`` joins the shards.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from .. import artifacts, defenses, paths
 from ..paths import Shard
-from ..runtime import batch_generator, log, progress, shard_range
+from ..runtime import ImageStreams, batch_generator, log, progress, shard_range
 from . import Context, provenance
 
 
@@ -32,7 +35,7 @@ def record(ctx: Context, name: str, seconds: float, n: int, **extra: Any) -> dic
 def run(ctx: Context, name: str, shard: Shard | None = None) -> None:
     cfg = ctx.params.defenses[name]
     data, _ = artifacts.load(paths.data_path("test"))
-    bs = ctx.params.runtime.batch_size
+    bs = ctx.params.runtime.batch(ctx.device, data["x"].shape[1:])
     lo, hi = shard_range(len(data["x"]), bs, shard)
     x, y = data["x"][lo:hi].to(ctx.device), data["y"][lo:hi].to(ctx.device)
     models = ctx.role_models(cfg)
@@ -46,8 +49,10 @@ def run(ctx: Context, name: str, shard: Shard | None = None) -> None:
     for i in progress(range(0, len(x), bs), desc=f"defend {name}", total=-(-len(x) // bs)):
         gen = batch_generator(cfg.seed, lo + i, ctx.device)
         trace: defenses.Trace = {}
+        streams = ImageStreams(cfg.seed, range(lo + i, lo + min(i + bs, len(x))), ctx.device)
         parts.append(defenses.run(cfg, x[i:i + bs], models=models, y_true=y[i:i + bs], generator=gen,
-                                  label_shift=None if shift is None else shift[i:i + bs], trace=trace))
+                                  label_shift=None if shift is None else shift[i:i + bs], trace=trace,
+                                  streams=streams))
         traces.append({f"trace_{k}": torch.stack(v, 1) for k, v in trace.items()})  # image x iteration
     if ctx.device.type == "cuda":
         torch.cuda.synchronize()

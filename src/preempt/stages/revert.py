@@ -38,7 +38,7 @@ def run(ctx: Context, defense: str, reversion: str) -> None:
 
     log.info("reversion %s on defense %s (%d images)", reversion, defense, len(x_r))
     t0 = time.perf_counter()
-    bs = ctx.params.runtime.batch_size
+    bs = ctx.params.runtime.batch(ctx.device, x_r.shape[1:])
     revert = REVERSIONS[rcfg.method].fn
     x_t = torch.cat([revert(x_r[i:i + bs], cfg=rcfg, redefend=redefend, generator=gen) for i in range(0, len(x_r), bs)])
     seconds = time.perf_counter() - t0
