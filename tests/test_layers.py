@@ -36,7 +36,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(("preempt", "registry", "artifacts", "paths", "runtime", "errors", "compat"), 0),
     **dict.fromkeys(("data", "models", "defenses", "attacks", "reversions", "metrics", "claims", "published", "papers", "plots"), 1),
     "config": 2,
-    **dict.fromkeys(("__main__", "cli", "stages", "dag", "dvcfile", "snapshots", "prefetch", "catalog", "slurm", "recovery"), 3),
+    **dict.fromkeys(("__main__", "cli", "stages", "dag", "dvcfile", "snapshots", "prefetch", "catalog", "slurm", "recovery", "warm"), 3),
 }
 
 MODULE, FUNCTION, TYPE_CHECKING = "module", "function", "TYPE_CHECKING"

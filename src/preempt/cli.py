@@ -11,8 +11,9 @@ from pathlib import Path
 
 from . import catalog, config, dag, dvcfile, prefetch, recovery, slurm
 from .artifacts import write_text
-from .errors import PreemptError, report
+from .errors import ConfigError, PreemptError, report
 from .paths import DVC_YAML, PARAMS_FILE
+from .registry import closest
 from .runtime import setup_logging
 from .stages import context
 
@@ -69,8 +70,17 @@ def _stage(args: argparse.Namespace) -> None:
         _run_stage(args)
 
 
+# a stage argument -> the params.yaml section its value must name
+SECTION = {"name": "models", "defense": "defenses", "reversion": "reversions", "victim": "models", "attack": "attacks"}
+
+
 def _run_stage(args: argparse.Namespace) -> None:
     ctx = context(args.params)
+    for arg, section in SECTION.items():  # one line for a name the experiment lacks, before any compute
+        value = getattr(args, arg, None) if arg in STAGE_ARGS[args.command] else None
+        entries = list(getattr(ctx.params, section))
+        if value is not None and value not in entries:
+            raise ConfigError(f"{args.command}: {args.params} has no {section} entry {value!r}; {closest(value, entries)}")
     mod = importlib.import_module(f"preempt.stages.{args.command}")
     values = [v for n in STAGE_ARGS[args.command] for v in
               (getattr(args, n) if n == "names" else [getattr(args, n)])]

@@ -53,6 +53,7 @@ from .errors import PreemptError, report
 
 LOCK_FILE = Path(".preempt/driver.lock")
 ENV = "PREEMPT_DRIVER"  # the controller's run id, in the environment of every job it starts
+CLAIMED_ENV = "PREEMPT_STAGE_CLAIMED"  # set for a warm server's child: its command holds the lock (preempt.warm)
 MODES = ("refuse", "wait", "cancel")  # --config earlier_jobs=...
 POLL_S = 10.0  # how often `earlier_jobs=wait` asks again
 SQUEUE_TIMEOUT_S = 30.0
@@ -147,7 +148,8 @@ def hold_for_controller(lock_file: Path = LOCK_FILE) -> str:
 def stage_claim(lock_file: Path = LOCK_FILE) -> Iterator[None]:
     """Around one stage: nothing inside a Snakemake job (the controller holds the lock); else the
     lock for the stage's duration, recorded for its ``dvc repro`` (or for itself, run by hand)."""
-    if os.environ.get(ENV) or str(lock_file) in _held:  # a job, or this process holds it already
+    if os.environ.get(ENV) or os.environ.get(CLAIMED_ENV) or str(lock_file) in _held:
+        # a job, a warm child whose command holds it, or this process holds it already
         yield
         return
     dvc = _dvc_ancestor()
@@ -196,13 +198,16 @@ def slurm_jobs(root: Path, squeue: str | None = None) -> list[Job]:
 
 def local_jobs(root: Path) -> list[Job]:
     """Processes of an earlier controller's local jobs still running in ``root``: they carry
-    :data:`ENV` (not ours) and are not inside a SLURM job (``squeue`` reports those)."""
+    :data:`ENV` (not ours) and are not inside a SLURM job (``squeue`` reports those). A stage run
+    by a warm server's child is reported by its command, whose death ends it."""
     mine, real, jobs = os.environ.get(ENV), os.path.realpath(root), []
     skip = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     for proc in psutil.process_iter(["pid", "cmdline"]):
         with contextlib.suppress(psutil.Error):
             if proc.pid in skip or os.path.realpath(proc.cwd()) != real:
                 continue
+            if "preempt.warm" in (proc.info["cmdline"] or []):  # a warm server's child (its argv): it
+                continue  # dies with its command (preempt.warm), which is counted instead
             env = proc.environ()
             run = env.get(ENV)
             if run and run != mine and "SLURM_JOB_ID" not in env and not _inner(proc, run):
