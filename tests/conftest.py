@@ -36,11 +36,15 @@ def images() -> torch.Tensor:
     return torch.rand(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
 
 
+ALL_METHODS = ROOT / "config" / "digits-all.yaml"  # the default's digits with every method and table
+
+
 @pytest.fixture(scope="session")
 def params():
+    """Every method on the embedded digits (config/digits-all.yaml, a superset of the default)."""
     from preempt import config
 
-    return config.load(ROOT / "params.yaml")
+    return config.load(ALL_METHODS)
 
 
 @pytest.fixture(scope="session")

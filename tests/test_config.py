@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ALL_METHODS, ROOT
 from preempt import config
 from preempt.errors import ConfigError
 
-BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
+BASE = yaml.safe_load(ALL_METHODS.read_text())  # every method, so every entry kind is exercised
 
 
 def edit(path: str, value: Any) -> dict[str, Any]:

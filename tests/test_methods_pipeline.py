@@ -1,6 +1,6 @@
-"""Every method of the embedded default through the real workflow, shrunk to CI size.
+"""Every method on the embedded digits through the real workflow, shrunk to CI size.
 
-The shipped params.yaml (all tables: Bi-Level and its reconstruction attack, UnAdv, the schedule
+config/digits-all.yaml (the default's digits with all tables: Bi-Level and its reconstruction attack, UnAdv, the schedule
 ablation, Algorithm 2 training, Trigger Activation, JATP, input transforms as reversions and as
 victims, BPDA/EOT, CW, Square, transfer attacks) with fewer images, epochs and iterations, run by
 ``snakemake --cores 2``: every cell must come out, with the behaviour each table relies on.
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ALL_METHODS
 from test_pipeline import make_workspace, run
 
 pytestmark = pytest.mark.pipeline
@@ -64,7 +64,7 @@ def shrink(raw: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Path:
-    raw = shrink(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    raw = shrink(yaml.safe_load(ALL_METHODS.read_text()))
     ws = make_workspace(tmp_path_factory.mktemp("methods"), raw)
     run(["snakemake", "--cores", "2"], ws, timeout=3600)  # the largest workflows of the suite
     return ws

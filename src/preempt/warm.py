@@ -269,7 +269,33 @@ def serve(path: Path, main: Callable[[list[str]], int], idle_s: float = IDLE_S) 
             pass
 
 
+# What stages import on first use (registry modules, and libraries imported where they are
+# needed so that the CLI starts fast): a server imports them once, before its first child. Measured
+# on the default's digits: a `clean` attack cell spent 5.6 of its 8.3 s importing these.
+PRELOAD = ("preempt.stages.data", "preempt.stages.model", "preempt.stages.defend", "preempt.stages.revert",
+           "preempt.stages.attack", "preempt.stages.gather", "preempt.stages.aggregate",
+           "torchvision.models", "torchvision.transforms.functional", "torchmetrics.functional.image",
+           "torchmetrics.image.lpip", "pyautoattack", "foolbox", "PIL.Image", "sklearn.datasets",
+           "sklearn.model_selection")
+
+
+def preload() -> None:
+    """Import :data:`PRELOAD` and every registry's modules (nothing is computed: no threads start)."""
+    import importlib
+
+    from preempt import config
+
+    for registry in config.REGISTRIES.values():
+        registry.names()
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # an optional library: its stage imports it (and fails) itself
+            pass
+
+
 if __name__ == "__main__":  # python -m preempt.warm SOCKET (started by run())
     from preempt.cli import main as cli_main  # the imports this server exists to keep warm
 
+    preload()
     serve(Path(sys.argv[1]), cli_main)
