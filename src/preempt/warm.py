@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import select
@@ -34,7 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 IDLE_S = 30.0  # the server exits after this long with no command and no running child
 ENV = "PREEMPT_WARM"  # "0" = never use or start a server
@@ -279,14 +280,10 @@ PRELOAD = ("preempt.stages.data", "preempt.stages.model", "preempt.stages.defend
            "sklearn.model_selection")
 
 
-def preload() -> None:
+def preload(registries: Iterable[Any]) -> None:
     """Import :data:`PRELOAD` and every registry's modules (nothing is computed: no threads start)."""
-    import importlib
-
-    from preempt import config
-
-    for registry in config.REGISTRIES.values():
-        registry.names()
+    for registry in registries:
+        registry.names()  # a registry imports its package's modules on first use
     for name in PRELOAD:
         try:
             importlib.import_module(name)
@@ -296,6 +293,7 @@ def preload() -> None:
 
 if __name__ == "__main__":  # python -m preempt.warm SOCKET (started by run())
     from preempt.cli import main as cli_main  # the imports this server exists to keep warm
+    from preempt.config import REGISTRIES
 
-    preload()
+    preload(REGISTRIES.values())
     serve(Path(sys.argv[1]), cli_main)
