@@ -182,9 +182,6 @@ class ImageStreams:
     def __init__(self, seed: int, index: Sequence[int], device: torch.device | str = "cpu") -> None:
         self.gens = [batch_generator(seed, int(j), device) for j in index]
 
-    def __len__(self) -> int:
-        return len(self.gens)
-
     def draw(self, per_image: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
         """``per_image(g)`` for each image's generator, stacked on a new dim 1 (images): a
         ``(k, ...)`` draw per image gives ``(k, images, ...)``."""

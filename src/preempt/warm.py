@@ -34,12 +34,14 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .recovery import ENV as DRIVER_ENV  # the driver run's id: part of a server's key
+
 IDLE_S = 30.0  # the server exits after this long with no command and no running child
 ENV = "PREEMPT_WARM"  # "0" = never use or start a server
-DRIVER_ENV = "PREEMPT_DRIVER"  # preempt.recovery.ENV (this module sits beside it, below __main__)
 _HEADER = struct.Struct("!Q")  # payload length
 _PID, _CODE = struct.Struct("!q"), struct.Struct("!i")
 PACKAGE = Path(__file__).resolve().parent
@@ -196,8 +198,6 @@ def _child(conn: socket.socket, fds: list[int], request: dict[str, Any], main: C
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:  # noqa: BLE001 - report as the command would, then exit non-zero
-        import traceback
-
         traceback.print_exc()
         code = 1
     finally:
