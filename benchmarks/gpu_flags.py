@@ -1,6 +1,7 @@
 """MCGS (MSPD: F1B1, N=20) seconds per image with the GPU options of ``runtime`` switched on one
-at a time (``amp``, ``channels_last``, ``compile``, via ``preempt.runtime.accelerate``), and how
-far each moves the REs from the plain run (max |difference|). On a machine without CUDA it
+at a time (``tf32``, ``amp``, ``channels_last``, ``compile``; the process set up as a stage's,
+``preempt.runtime.configure``, and the model wrapped by ``accelerate``), and how far each moves
+the REs from the plain float32 run (max |difference|). On a machine without CUDA it
 says so and times the plain CPU run only: the options are ignored on CPU.
 
     python benchmarks/gpu_flags.py [--quick] [--batch 256]
@@ -16,7 +17,7 @@ from _common import cifar_images, cifar_resnet, setup_threads, timeit
 from preempt.config import RuntimeConfig
 from preempt.defenses import DEFENSES
 from preempt.defenses.mcgs import MCGSConfig
-from preempt.runtime import accelerate
+from preempt.runtime import accelerate, configure
 
 
 def main() -> None:
@@ -35,12 +36,15 @@ def main() -> None:
     print(f"ResNet-20 ({origin}); {a.batch} {data}; device {device}")
     cfg = MCGSConfig(classifier="classifier", backbone="backbone", eps=8 / 255, n_samples=20)
     fn = DEFENSES["mcgs"].fn  # type: ignore[attr-defined]
-    settings = [{}] if device.type == "cpu" else [{}, {"amp": True}, {"channels_last": True}, {"compile": True},
+    settings = [{}] if device.type == "cpu" else [{}, {"tf32": True}, {"amp": True}, {"channels_last": True},
+                                                 {"compile": True}, {"tf32": True, "compile": True},
                                                  {"amp": True, "channels_last": True}]
     results: dict[str, float] = {}
     plain_xr = None
     for opts in settings:
-        model = accelerate(base.to(device), RuntimeConfig(**opts), device)
+        rt = RuntimeConfig(num_threads=2, **opts)
+        configure(rt)
+        model = accelerate(base.to(device), rt, device)
         models = {"classifier": model, "backbone": model}
 
         def once() -> torch.Tensor:

@@ -6,7 +6,8 @@ import torch
 
 from preempt.runtime import RuntimeConfig
 from preempt import runtime
-from preempt.runtime import Accelerated, ImageStreams, accelerate, auto_batch_size, auto_chunk, batch_generator
+from preempt.runtime import (Accelerated, ImageStreams, accelerate, auto_batch_size, auto_chunk, batch_generator,
+                             configure)
 
 
 def test_a_batch_draws_the_same_numbers_wherever_it_runs() -> None:
@@ -44,6 +45,21 @@ def test_speed_options_are_off_by_default_and_cpu_ignores_what_it_cannot_run(lin
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)  # an AMX / AVX512-BF16 CPU
     amp = accelerate(linear, RuntimeConfig(amp=True), "cpu")
     assert isinstance(amp, Accelerated) and amp.amp and amp.dtype == torch.bfloat16 and amp.device_type == "cpu"
+
+
+def test_a_cuda_stage_runs_true_float32_unless_tf32_is_asked_for(monkeypatch) -> None:
+    """PyTorch's default lets cuDNN use TF32, which makes a GPU's REs depend on the batch size."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # configure only sets flags here
+    was = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.allow_tf32, torch.get_num_threads()
+    try:
+        assert configure(RuntimeConfig(device="cuda")).type == "cuda"
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+        configure(RuntimeConfig(device="cuda", tf32=True))
+        assert torch.backends.cudnn.allow_tf32 and torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.use_deterministic_algorithms(was[0])
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = was[1], False
+        torch.set_num_threads(was[2])
 
 
 def test_cpu_bf16_autocast_gives_float32_logits_close_to_float32(linear, images) -> None:

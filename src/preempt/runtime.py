@@ -39,6 +39,11 @@ class RuntimeConfig(MethodConfig):
                                          "AVX512-BF16, else ignored with a log line) or float16 (old GPUs)")
     channels_last: bool = Field(False, description="NHWC memory format for conv models (CUDA and CPU)")
     compile: bool = Field(False, description="torch.compile the models a stage runs (CUDA only)")
+    # PyTorch lets cuDNN convolutions run in TF32 (10-bit mantissa) by default on Ampere and later
+    # GPUs; then a GPU's float32 REs depend on the batch size (measured: 20% of pixels move by more
+    # than 1/255 between batch 1 and 1,024 on an H100, none without TF32). Off = true float32.
+    tf32: bool = Field(False, description="allow TF32 convolutions and matmuls on CUDA (about 1.5x faster "
+                                          "MCGS on an H100; REs then depend on the batch size)")
 
     def batch(self, device: torch.device | str, sample_shape: Sequence[int]) -> int:
         """``batch_size``, with 'auto' resolved for this device and image size."""
@@ -114,6 +119,7 @@ def configure(rt: RuntimeConfig) -> torch.device:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True, warn_only=True)
     torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = rt.tf32
     return torch.device("cuda")
 
 
