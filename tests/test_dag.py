@@ -13,9 +13,27 @@ from preempt.runtime import shard_range
 
 
 def test_committed_dvc_yaml_is_fresh() -> None:
-    default = config.load(ROOT / "params.yaml")  # the committed dvc.yaml is the default's
-    assert (ROOT / "dvc.yaml").read_text() == dvcfile.dvc_yaml(dag.build(default)), \
-        "dvc.yaml is stale: run `python -m preempt dag --write`"
+    default = config.load(ROOT / "params.yaml")  # the committed pipeline files are the default's
+    files = dvcfile.dvc_files(dag.build(default))
+    for path, text in files.items():
+        assert (ROOT / path).read_text() == text, f"{path} is stale: run `python -m preempt dag --write`"
+    assert {str(f.relative_to(ROOT)) for f in (ROOT / paths.PIPELINES).glob("*/dvc.yaml")} == set(files) - {"dvc.yaml"}
+
+
+def test_one_pipeline_file_per_defense_and_dvc_addresses_its_stages(params) -> None:
+    """Each defense's stages sit in pipelines/<defense>/dvc.yaml, which runs them from the root."""
+    stages = dag.build(params)
+    files = dvcfile.dvc_files(stages)
+    assert set(files) == {"dvc.yaml", *(f"pipelines/{d}/dvc.yaml" for d in params.grid.names("defenses"))}
+    for st in stages:
+        doc = yaml.safe_load(files[st.dvc_file])["stages"]
+        assert st.name in doc
+        if st.family in ("defend", "revert", "attack", "gather"):
+            assert st.dvc_file == f"pipelines/{st.defense}/dvc.yaml" and doc[st.name]["wdir"] == "../.."
+            assert st.target == f"{st.dvc_file}:{st.name}"
+        else:
+            assert st.dvc_file == "dvc.yaml" and "wdir" not in doc[st.name] and st.target == st.name
+    assert "plots" in yaml.safe_load(files["dvc.yaml"])  # the reports' plots stay at the root
 
 
 def test_every_artifact_dep_is_made_by_an_earlier_stage(params) -> None:
@@ -47,15 +65,15 @@ def test_grid_cells_and_their_params(params) -> None:
 
 def test_dvc_yaml_declares_same_commands_paths_and_params(params) -> None:
     stages = dag.build(params)
-    doc = yaml.safe_load(dvcfile.dvc_yaml(stages))["stages"]
+    files = {path: yaml.safe_load(text)["stages"] for path, text in dvcfile.dvc_files(stages).items()}
     for st in stages:
-        entry = doc[st.name]
+        entry = files[st.dvc_file][st.name]
         assert entry["cmd"] == st.cmd
         assert entry["deps"] == list(st.deps)
         assert entry["outs"] + entry.get("metrics", []) == [*st.outs, *st.dir_outs, *st.metrics]
         assert entry["params"] == list(st.params)
     # DVC reads the claims and the summary as metrics, the figures' CSVs as plots
-    doc = yaml.safe_load(dvcfile.dvc_yaml(stages))
+    doc = yaml.safe_load(dvcfile.dvc_files(stages)["dvc.yaml"])
     assert doc["stages"]["aggregate"]["metrics"] == [paths.CLAIMS_JSON, paths.SUMMARY_JSON]
     plotted = [next(iter(p)) for p in doc.get("plots", [])]
     assert all(p.startswith("reports/figures/") and p.endswith(".csv") for p in plotted)
@@ -73,10 +91,15 @@ def test_snapshots_are_dated_by_what_dvc_lock_recorded(tmp_path, monkeypatch) ->
     snapshots.write([st, other])  # no dvc.lock yet: never run, so newer than any output
     assert json.loads(snap.read_text()) == {"defenses.mcgs": {"n_samples": 20, "lr": 0.001}, "runtime": {"batch_size": 8}}
     assert snap.stat().st_mtime > time.time() - 60
-    (tmp_path / "dvc.lock").write_text(  # what DVC writes after running both stages (YAML 1.2 floats)
+    # what DVC writes after running both stages, each in its defense's dvc.lock (YAML 1.2 floats)
+    (tmp_path / "pipelines" / "mcgs").mkdir(parents=True)
+    (tmp_path / "pipelines" / "none").mkdir(parents=True)
+    (tmp_path / "pipelines" / "mcgs" / "dvc.lock").write_text(
         "schema: '2.0'\nstages:\n  defend-mcgs:\n    params:\n      params.yaml:\n        defenses.mcgs:\n"
-        "          lr: 0.001\n          n_samples: 20\n        runtime:\n          batch_size: 8\n"
-        "  defend-none:\n    params:\n      params.yaml:\n        defenses.none:\n          method: none\n")
+        "          lr: 0.001\n          n_samples: 20\n        runtime:\n          batch_size: 8\n")
+    (tmp_path / "pipelines" / "none" / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  defend-none:\n    params:\n      params.yaml:\n        defenses.none:\n"
+        "          method: none\n")
     snapshots.write([st, other])
     assert snap.stat().st_mtime == snapshots.BUILT
     # an edit: new value, dated now; the untouched stage stays old
@@ -97,11 +120,19 @@ def test_stale_dvc_yaml_is_refused(tmp_path, params, monkeypatch) -> None:
 
     monkeypatch.chdir(tmp_path)
     stages = dag.build(params)
-    (tmp_path / "dvc.yaml").write_text(dvcfile.dvc_yaml(stages))
+    assert dvcfile.write_all(stages) and not dvcfile.write_all(stages)
     dvcfile.check_fresh(stages)
-    (tmp_path / "dvc.yaml").write_text(dvcfile.dvc_yaml(stages[:-1]))
-    with pytest.raises(PreemptError, match="out of date"):
+    (tmp_path / "dvc.yaml").write_text(dvcfile.dvc_yaml([st for st in stages if st.dvc_file == "dvc.yaml"][:-1]))
+    with pytest.raises(PreemptError, match="dvc.yaml out of date"):
         dvcfile.check_fresh(stages)
+    dvcfile.write_all(stages)
+    # a defense dropped from the grid: its pipeline file goes, and a leftover one is refused
+    kept = [st for st in stages if st.defense != "mcgs"]
+    assert "pipelines/mcgs/dvc.yaml" in dvcfile.write_all(kept) and not (tmp_path / "pipelines/mcgs/dvc.yaml").exists()
+    dvcfile.check_fresh(kept)
+    (tmp_path / "pipelines/mcgs/dvc.yaml").write_text("stages: {}\n")
+    with pytest.raises(PreemptError, match="pipelines/mcgs/dvc.yaml out of date"):
+        dvcfile.check_fresh(kept)
 
 
 def test_models_built_from_models_depend_on_them(params) -> None:

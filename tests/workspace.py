@@ -33,7 +33,7 @@ def make(dest: Path, params: dict[str, Any], dag: bool = True, root: Path = ROOT
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True,
                            text=True, check=True).stdout.split()
     for f in files:
-        if (root / f).is_file() and f != "dvc.lock":  # a fresh workspace has no provenance yet
+        if (root / f).is_file() and Path(f).name != "dvc.lock":  # a fresh workspace has no provenance yet
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / f, dest / f)
     write_params(dest, params)

@@ -12,7 +12,7 @@ from pathlib import Path
 from . import catalog, config, dag, dvcfile, prefetch, recovery, slurm
 from .artifacts import write_text
 from .errors import ConfigError, PreemptError, report
-from .paths import DVC_YAML, PARAMS_FILE
+from .paths import DVC_YAML, PARAMS_FILE, PIPELINES
 from .registry import closest
 from .runtime import setup_logging
 from .stages import context
@@ -51,9 +51,9 @@ def _parser() -> argparse.ArgumentParser:
         if stage in SHARDED:
             sp.add_argument("--shard", type=_shard, default=None, metavar="I/K",
                             help="run only the I-th of K chunks of the images (joined by `gather`)")
-    dp = sub.add_parser("dag", help="print or (re)write dvc.yaml from params.yaml")
-    dp.add_argument("--write", action="store_true", help="write dvc.yaml if it changed")
-    dp.add_argument("--check", action="store_true", help="fail if dvc.yaml is stale")
+    dp = sub.add_parser("dag", help="print or (re)write the DVC pipeline files (dvc.yaml, pipelines/*/dvc.yaml) from params.yaml")
+    dp.add_argument("--write", action="store_true", help="write the files that changed")
+    dp.add_argument("--check", action="store_true", help="fail if any is stale")
     sub.add_parser("validate", help="validate params.yaml and exit")
     sub.add_parser("list", help="every name params.yaml can use, with its file and what it is")
     pf = sub.add_parser("prefetch", help="download datasets and zoo weights (run where there is internet)")
@@ -95,10 +95,13 @@ def _dag(args: argparse.Namespace) -> None:
     if args.check:
         dvcfile.check_fresh(stages)
     elif args.write:
-        changed = dvcfile.write_if_changed(DVC_YAML, dvcfile.dvc_yaml(stages))
-        print(f"{DVC_YAML}: {'updated' if changed else 'up to date'} ({len(stages)} stages)")
+        files = dvcfile.dvc_files(stages)
+        touched = dvcfile.write_all(stages)
+        print(f"{len(stages)} stages in {len(files)} files ({DVC_YAML} and {PIPELINES}/<defense>/{DVC_YAML}): "
+              + (f"updated {', '.join(touched)}" if touched else "up to date"))
     else:
-        sys.stdout.write(dvcfile.dvc_yaml(stages))
+        for path, text in dvcfile.dvc_files(stages).items():
+            sys.stdout.write(f"# ---- {path}\n{text}")
 
 
 def _validate(args: argparse.Namespace) -> None:

@@ -18,9 +18,9 @@ from .config import Params
 from .data import DATASETS
 from .defenses import DEFENSES, roles
 from .models import SOURCES
-from .paths import (CLAIMS_CSV, CLAIMS_FILE, CLAIMS_JSON, CONFIG_DIR, METRICS_CSV, PUBLISHED_CSV, SUMMARY_JSON, Shard,
-                    adv_path, adv_shard_path, cell_path, data_path, figures_dir, html_path, input_path, model_path, module_file, notebook_path, re_path, re_shard_path, report_path,
-                    shard_suffix, with_sidecar)
+from .paths import (CLAIMS_CSV, CLAIMS_FILE, CLAIMS_JSON, CONFIG_DIR, DVC_YAML, METRICS_CSV, PUBLISHED_CSV, SUMMARY_JSON, Shard,
+                    adv_path, adv_shard_path, cell_path, data_path, figures_dir, html_path, input_path, model_path, module_file, notebook_path, pipeline_dvc_yaml, re_path, re_shard_path,
+                    report_path, shard_suffix, with_sidecar)
 from .registry import model_refs
 from .reversions import REVERSIONS
 
@@ -47,6 +47,24 @@ class Stage:
     @property
     def rule(self) -> str:
         return "__".join(self._parts())
+
+    @property
+    def defense(self) -> str | None:
+        """The defense whose stages this one belongs to (None: data, models, tables, reports)."""
+        if self.family in ("defend", "revert", "attack"):
+            return self.args[0]
+        return self.args[1] if self.family == "gather" else None
+
+    @property
+    def dvc_file(self) -> str:
+        """The dvc.yaml that declares the stage: one per defense, so that the dvc.lock DVC loads
+        and rewrites after each stage (a YAML round trip, under its repository lock) stays small."""
+        return DVC_YAML if self.defense is None else pipeline_dvc_yaml(self.defense)
+
+    @property
+    def target(self) -> str:
+        """How DVC addresses the stage from the project root (``dvc repro``, ``dvc status``)."""
+        return self.name if self.dvc_file == DVC_YAML else f"{self.dvc_file}:{self.name}"
 
     @property
     def cmd(self) -> str:

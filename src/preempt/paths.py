@@ -16,7 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 
 PARAMS_FILE = "params.yaml"
-DVC_YAML = "dvc.yaml"
+DVC_YAML = "dvc.yaml"  # data, models, the tables and reports; each defense's stages in its own file:
+PIPELINES = Path("pipelines")  # pipelines/<defense>/dvc.yaml (see preempt.dvcfile)
 DVC_LOCK = "dvc.lock"
 RESULTS = Path("results")
 REPORTS = Path("reports")
@@ -93,3 +94,13 @@ def module_file(module: str) -> str:
     rel = module.split(".", 1)[1].replace(".", "/") if "." in module else "__init__"
     f = SRC / f"{rel}.py"
     return str(f if f.exists() else SRC / rel / "__init__.py")
+
+
+def pipeline_dvc_yaml(defense: str) -> str:
+    """The dvc.yaml of one defense's stages (its REs, reversions and attack cells)."""
+    return str(PIPELINES / defense / DVC_YAML)
+
+
+def lock_of(dvc_yaml: str) -> str:
+    """The dvc.lock DVC keeps beside a dvc.yaml."""
+    return str(Path(dvc_yaml).with_name(DVC_LOCK))

@@ -5,7 +5,7 @@ own params and code triggers are off, because its records never see the ``dvc re
 each stage gets ``.preempt/params/<stage>.json``, holding the values of the params keys the stage
 reads, and the file's date says whether those values are what the stage's outputs were made with:
 
-- equal to the values DVC recorded for the stage in ``dvc.lock`` (DVC ran it, directly or inside a
+- equal to the values DVC recorded for the stage in its ``dvc.lock`` (DVC ran it, directly or inside a
   Snakemake job, with exactly these values): dated to the epoch, older than any output;
 - anything else (an edit, or a stage never run): dated now, newer than the stage's outputs.
 
@@ -21,13 +21,13 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ruamel.yaml import YAML
 
 from .artifacts import write_text
 from .dag import Stage
-from .paths import DVC_LOCK, PARAMS_FILE
+from .paths import PARAMS_FILE, lock_of
 
 SNAPSHOTS = Path(".preempt/params")
 BUILT = 0.0  # the date of a snapshot whose values the stage's outputs were made with
@@ -53,20 +53,21 @@ def _load(path: str) -> Any:
     return YAML(typ="safe", pure=False).load(p.read_text()) if p.is_file() else None
 
 
-def locked_params(lock_file: str = DVC_LOCK, params_file: str = PARAMS_FILE) -> dict[str, dict[str, Any]]:
-    """Stage name -> the params values DVC last ran it with (from dvc.lock; {} without one)."""
-    lock = _load(lock_file) or {}
+def locked_params(lock_files: Iterable[str], params_file: str = PARAMS_FILE) -> dict[str, dict[str, Any]]:
+    """Stage name -> the params values DVC last ran it with (from the dvc.lock files; {} without)."""
     out: dict[str, dict[str, Any]] = {}
-    for name, entry in (lock.get("stages") or {}).items():
-        out[name] = dict((entry.get("params") or {}).get(params_file) or {})
+    for lock_file in lock_files:
+        lock = _load(lock_file) or {}
+        for name, entry in (lock.get("stages") or {}).items():
+            out[name] = dict((entry.get("params") or {}).get(params_file) or {})
     return out
 
 
-def write(stages: list[Stage], params_file: str = PARAMS_FILE, lock_file: str = DVC_LOCK) -> None:
+def write(stages: list[Stage], params_file: str = PARAMS_FILE) -> None:
     """Write or re-date every stage's snapshot (see the module docstring); files are rewritten only
     when their values change and re-dated only when their state changes."""
     raw = _load(params_file) or {}
-    locked = locked_params(lock_file, params_file)
+    locked = locked_params(dict.fromkeys(lock_of(st.dvc_file) for st in stages), params_file)
     now = time.time()
     for st in stages:
         values = {k: _lookup(raw, k) for k in st.params}
