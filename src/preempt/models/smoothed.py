@@ -25,7 +25,6 @@ from typing import Literal, Mapping
 
 import torch
 from pydantic import Field
-from scipy.stats import binomtest, norm
 from torch import nn
 
 from ..registry import ModelName
@@ -78,6 +77,9 @@ def predict_vote(counts: torch.Tensor, alpha: float | None) -> torch.Tensor:
     pred = top2.indices[:, 0].clone()
     if alpha is None:
         return pred
+    # scipy.stats costs 1.5 s of imports, which every process that loads the model registry would
+    # pay (each Snakefile parse, each stage): only the statistics here need it
+    from scipy.stats import binomtest
     for i, (na, nb) in enumerate(top2.values.tolist()):
         if binomtest(int(na), int(na + nb), 0.5).pvalue > alpha:
             pred[i] = -1
@@ -92,6 +94,8 @@ def certify(base: nn.Module, x: torch.Tensor, sigma: float, n0: int, n: int, alp
     one-sided (1 - alpha) Clopper-Pearson lower bound p_A comes from scipy's exact binomial
     interval (two-sided at 1 - 2 alpha, the lower end). p_A < 1/2 abstains with radius 0;
     otherwise the radius is sigma * Phi^-1(p_A)."""
+    from scipy.stats import binomtest, norm  # see predict_vote
+
     guess = vote_counts(base, x, sigma, n0, generator, chunk_size).argmax(1)
     counts = vote_counts(base, x, sigma, n, generator, chunk_size)
     n_a = counts.gather(1, guess.view(-1, 1)).view(-1).tolist()
