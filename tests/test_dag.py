@@ -212,3 +212,12 @@ def test_a_file_without_reversions_declares_no_param_dvc_cannot_read(tmp_path) -
     assert "reversions" not in raw
     for st in dag.build(config.parse(raw)):
         assert "reversions.none" not in st.params
+
+
+def test_the_c_yaml_emitter_writes_what_the_python_one_writes(params, monkeypatch) -> None:
+    """Pipeline files are rendered with libyaml where PyYAML has it: a machine without it must
+    write the same text, or its copies would look stale."""
+    stages = dag.build(params)
+    fast = dvcfile.dvc_files(stages)
+    monkeypatch.setattr(dvcfile, "DUMPER", yaml.SafeDumper)
+    assert dvcfile.dvc_files(stages) == fast
