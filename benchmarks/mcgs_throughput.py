@@ -14,7 +14,7 @@ PyTorch's own default, so the authors' GPU runs had it). The process is set up a
 
     python benchmarks/mcgs_throughput.py [--quick] [--images 256] [--batches 1,32,256] [--threads 1]
 
-Options are the ``runtime`` options of params.yaml: ``channels_last`` (both devices) and ``amp``
+Options are the ``runtime`` options of params.yaml: ``channels_last`` and ``fold_bn`` (both devices) and ``amp``
 (bfloat16 autocast; CUDA, and CPUs with AMX or AVX512-BF16: elsewhere emulated, and timed only
 with ``--emulated-bf16``, since it is an order of magnitude slower).
 """
@@ -73,7 +73,9 @@ def main() -> None:
     print(f"ResNet-20 backbone and classifier ({origin}); {a.images} {data}; device {device}; "
           f"auto pass size {auto_chunk(device, x.shape[1:])} samples; native bf16: {bf16}")
 
-    settings: list[tuple[str, dict[str, bool]]] = [("float32", {}), ("float32 channels_last", {"channels_last": True})]
+    settings: list[tuple[str, dict[str, bool]]] = [("float32", {}), ("float32 channels_last", {"channels_last": True}),
+                                                   ("float32 fold_bn", {"fold_bn": True}),
+                                                   ("fold_bn channels_last", {"fold_bn": True, "channels_last": True})]
     if device.type == "cuda":
         settings.insert(1, ("float32 TF32", {"tf32": True}))
     if bf16 or a.emulated_bf16:
@@ -82,7 +84,7 @@ def main() -> None:
     for name, opts in settings:
         rt = RuntimeConfig(num_threads=a.threads, **opts)
         configure(rt)
-        model = accelerate(base.to(device), rt, device)
+        model = accelerate(base.to(device), rt, device, x.shape[1:])
         models = {"classifier": model, "backbone": model}
         chunks: list[int | str] = ["auto"] if device.type == "cuda" else ["auto", 8192]  # 8192: the old fixed pass
         again = device.type == "cuda" and name == "float32"

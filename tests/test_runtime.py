@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from preempt.runtime import RuntimeConfig
@@ -60,6 +61,42 @@ def test_a_cuda_stage_runs_true_float32_unless_tf32_is_asked_for(monkeypatch) ->
         torch.use_deterministic_algorithms(was[0])
         torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = was[1], False
         torch.set_num_threads(was[2])
+
+
+class _ConvBN(torch.nn.Module):
+    def __init__(self, noise: float = 0.0) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.bn, self.fc = torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Linear(4 * 6 * 6, 3)
+        self.bn.running_mean.uniform_(-1, 1), self.bn.running_var.uniform_(0.5, 2)
+        self.noise = noise
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv(x)))
+        return self.fc((h + self.noise * torch.randn_like(h)).flatten(1))
+
+
+def test_fold_bn_keeps_the_function_and_its_input_gradients() -> None:
+    model = _ConvBN().eval()
+    folded = runtime.fold_bn(model, (1, 8, 8))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(5, 1, 8, 8, requires_grad=True)
+    (g_model,) = torch.autograd.grad(model(x).sum(), x)
+    (g_folded,) = torch.autograd.grad(folded(x).sum(), x)
+    assert torch.allclose(folded(x), model(x), atol=1e-5) and torch.allclose(g_folded, g_model, atol=1e-5)
+    fl = accelerate(model, RuntimeConfig(fold_bn=True, channels_last=True), "cpu", (1, 8, 8))
+    assert isinstance(fl, Accelerated) and not any(isinstance(m, torch.nn.BatchNorm2d) for m in fl.modules())
+
+
+def test_fold_bn_leaves_a_model_it_cannot_check(caplog) -> None:
+    """A model whose forward draws noise never matches its folded copy on the probe: kept as it is."""
+    noisy = _ConvBN(noise=1.0).eval()
+    with caplog.at_level("INFO", logger="preempt"):
+        assert runtime.fold_bn(noisy, (1, 8, 8)) is noisy
+    assert "fold_bn left _ConvBN" in caplog.text
+    assert runtime.fold_bn(_ConvBN().train(), (1, 8, 8)).training  # training mode: BN is not a constant
+    with pytest.raises(ValueError, match="shape"):
+        accelerate(_ConvBN().eval(), RuntimeConfig(fold_bn=True), "cpu")
 
 
 def test_cpu_bf16_autocast_gives_float32_logits_close_to_float32(linear, images) -> None:

@@ -46,7 +46,7 @@ class Context:
     def model(self, name: str) -> nn.Module:
         """Model ``name`` of the experiment from its stage output, frozen, on the stage's device,
         with the runtime's GPU options (``runtime.accelerate``). Each call loads a fresh copy."""
-        return runtime.accelerate(self._base_model(name), self.params.runtime, self.device)
+        return runtime.accelerate(self._base_model(name), self.params.runtime, self.device, self.env.spec.shape)
 
     def role_models(self, cfg: DefenseConfig, cache: dict[str, nn.Module] | None = None) -> dict[str, nn.Module]:
         """Role (``classifier``, ``backbone``, ...) -> model, for a defense; ``cache`` shares
