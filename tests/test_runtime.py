@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -91,8 +93,13 @@ def test_fold_bn_keeps_the_function_and_its_input_gradients() -> None:
 def test_fold_bn_leaves_a_model_it_cannot_check(caplog) -> None:
     """A model whose forward draws noise never matches its folded copy on the probe: kept as it is."""
     noisy = _ConvBN(noise=1.0).eval()
-    with caplog.at_level("INFO", logger="preempt"):
-        assert runtime.fold_bn(noisy, (1, 8, 8)) is noisy
+    logger = logging.getLogger("preempt")  # preempt's own logger does not propagate once set up
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level("INFO", logger="preempt"):
+            assert runtime.fold_bn(noisy, (1, 8, 8)) is noisy
+    finally:
+        logger.removeHandler(caplog.handler)
     assert "fold_bn left _ConvBN" in caplog.text
     assert runtime.fold_bn(_ConvBN().train(), (1, 8, 8)).training  # training mode: BN is not a constant
     with pytest.raises(ValueError, match="shape"):
