@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from preempt.data import DATASETS
+from preempt.errors import PreemptError
 from preempt.models import ARCHS, Normalized
 from preempt.models.recipes import RECIPES
 from preempt.metrics import accuracy, predict
@@ -47,6 +48,15 @@ def test_adversarial_recipes_stay_in_budget(method: str, extra: dict, linear, im
     assert (x_adv - images).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     loss = torch.nn.functional.cross_entropy
     assert loss(linear(x_adv), y) > loss(linear(images), y)
+
+
+def test_a_diverging_training_stops_with_one_line_at_the_step_it_diverges() -> None:
+    ds = DATASETS["digits"]
+    train = ds.fn(ds.config(name="digits"), "train")
+    spec = ImageSpec(tuple(train.x.shape[1:]), 10, train.mean, train.std)
+    x = train.x[:64] * 1e30  # activations overflow: inf loss, NaN gradients on the first step
+    with pytest.raises(PreemptError, match=r"train digits-mlp: training diverged at epoch 1, batch 1 .*lower its lr"):
+        fit(TrainConfig(arch="mlp", epochs=1), x, train.y[:64], spec, torch.device("cpu"), desc="train digits-mlp")
 
 
 def test_training_learns_the_digits() -> None:

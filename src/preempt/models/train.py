@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Literal, Mapping
 
@@ -123,10 +124,17 @@ def fit(cfg: OptimConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageS
             loss = loss_fn(model, x_in.detach(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            value = float(loss.detach())
+            # stop at the first step that would make the weights NaN (a finite loss can still have
+            # a non-finite gradient), rather than fail later with a message about NaN inputs
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, float("inf")))
+            if not (math.isfinite(value) and math.isfinite(grad_norm)):
+                raise PreemptError(f"{desc}: training diverged at epoch {epoch + 1}, batch {i // cfg.batch_size + 1} "
+                                   f"(loss {value}, gradient norm {grad_norm}); lower its lr in params.yaml")
             opt.step()
             if sched is not None:
                 sched.step()
-            total, seen = total + float(loss.detach()) * len(idx), seen + len(idx)
+            total, seen = total + value * len(idx), seen + len(idx)
         log.info("%s: epoch %d/%d, training loss %.4f", desc, epoch + 1, cfg.epochs, total / max(seen, 1))
         if epoch_end is not None:
             epoch_end(epoch)
