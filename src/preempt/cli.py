@@ -95,9 +95,9 @@ def _dag(args: argparse.Namespace) -> None:
     if args.check:
         dvcfile.check_fresh(stages)
     elif args.write:
-        files = dvcfile.dvc_files(stages)
         touched = dvcfile.write_all(stages)
-        print(f"{len(stages)} stages in {len(files)} files ({DVC_YAML} and {PIPELINES}/<defense>/{DVC_YAML}): "
+        n_files = len({DVC_YAML, *(st.dvc_file for st in stages)})
+        print(f"{len(stages)} stages in {n_files} files ({DVC_YAML} and {PIPELINES}/<defense>/{DVC_YAML}): "
               + (f"updated {', '.join(touched)}" if touched else "up to date"))
     else:
         for path, text in dvcfile.dvc_files(stages).items():
