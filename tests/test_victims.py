@@ -100,7 +100,7 @@ def test_jatp_denoiser_lowers_the_adaptive_attack_success_on_its_target(digits) 
     tr, te, spec = digits
     cpu = torch.device("cpu")
     target = frozen(fit(TrainConfig(arch="resnet8", epochs=4), tr.x, tr.y, spec, cpu))
-    cfg = JATPConfig(target="t", eps=0.1, epochs=4, attack_steps=5, width=32, lr=3e-4)
+    cfg = JATPConfig(target="t", eps=0.1, epochs=4, attack_steps=5, attack_step=0.05, width=32, lr=3e-4)
     victim = frozen(Preprocessed(train_denoiser("jatp", cfg, target, tr.x, tr.y, spec, cpu), target))
     x, y = te.x[:300], te.y[:300]
     assert accuracy(predict(victim, x), y) > 90
@@ -121,3 +121,20 @@ def test_jatp_feature_layer_typo_is_one_clear_line() -> None:
     holder.net = _resnet(1, (1, 8, 8), 10)
     with pytest.raises(PreemptError, match="'net.layer4' is not a module of the target; did you mean 'net.layer"):
         feature_module(holder, "net.layer4", "j")
+
+
+def test_jatp_boosted_cross_entropy_is_marts_and_stays_finite() -> None:
+    """JATP's BCE is MART's boosted cross-entropy (Eq. 7), not binary cross-entropy: -log t_y - log(1 - max_{k!=y} t_k)."""
+    from preempt.models.jatp import boosted_cross_entropy
+
+    logits = torch.randn(6, 10, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 3, 9, 2, 2, 5])
+    p = logits.softmax(1)
+    others = p.scatter(1, y[:, None], -1.0)
+    naive = -p.gather(1, y[:, None]).squeeze(1).log() - (1 - others.max(1).values).log()
+    assert torch.allclose(boosted_cross_entropy(logits, y), naive, atol=1e-5)
+    # a confident wrong prediction: the naive log(1 - t_k) is log(0); ours is finite and large
+    extreme = torch.tensor([[100.0, 0.0, -50.0]], requires_grad=True)
+    loss = boosted_cross_entropy(extreme, torch.tensor([1]))
+    loss.backward()
+    assert torch.isfinite(loss) and float(loss) > 150 and torch.isfinite(extreme.grad).all()
