@@ -56,3 +56,10 @@ def small_run(tmp_path_factory) -> Path:
     ws = make(tmp_path_factory.mktemp("small"), small_params())
     run(["snakemake", "--cores", "2"], ws)
     return ws
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """The end-to-end (``pipeline``) test files first, so that with pytest-xdist (``-n auto
+    --dist loadfile`` in pyproject.toml: one file per worker at a time) the long workflows start
+    at once and the unit tests fill the gaps; the order within a file is kept."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("pipeline") else 1)
