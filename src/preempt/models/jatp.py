@@ -54,6 +54,8 @@ class JATPConfig(OptimConfig, ModelConfig):
     eps: float = Field(ge=0, le=1, description="budget of the training adversarial examples")
     attack_steps: int = Field(10, ge=1)
     attack_step: float = Field(0.01, gt=0, le=1, description="step size of the training attack (the paper's 0.01)")
+    train_images: int | None = Field(None, ge=1, description="train on the first n training images only (a CPU "
+                                     "budget: JATP's attack-in-the-loop epoch is the costliest); None: all")
     alpha: float = Field(5.0, ge=0, description="weight of the misclassification-weighted feature similarity term")
     beta: float = Field(3.0, ge=0, description="weight of the pixel-wise L2 term")
     blocks: int = Field(3, ge=1, le=16)
@@ -213,6 +215,7 @@ class JATPSource:
             state, origin = env.stored(cfg.denoiser_from), cfg.denoiser_from
         else:
             x, y = env.data("train")
+            x, y = x[: cfg.train_images], y[: cfg.train_images]
             den = train_denoiser(name, cfg, target, x, y, env.spec, env.device)
             state, origin = den.cpu().state_dict(), name
         victim = deploy(den_cfg, env.model(cfg.target), state, env.spec)
