@@ -104,7 +104,7 @@ def test_tables_carry_what_each_method_defines(ws: Path) -> None:
     assert (rec[rec.attack == "pgd_rec25"]["adv_linf"] <= 0.025 + 1e-5).all()
     # test-time defenses are victims that say what they wrap
     refs = dict(zip(df["victim"], df["victim_ref"]))
-    assert refs["victim_jpeg"] == "jpeg(train/resnet8/fgsm_at)"
+    assert refs["victim_jpeg"] == "jpeg:75(train/resnet8/fgsm_at)"
     assert refs["victim_jatp_mlp"] == "jatp(train/mlp/pgd_at)"
     assert df[df.attack == "bpda_eot_pgd"]["attack_ref"].str.startswith("bpda+").all()
 

@@ -7,7 +7,7 @@ what was run instead, so the match does not depend on naming. Each config descri
 - ``defense_ref``: ``none``, ``mcgs/<schedule>/N<n>/eta<eta>/eps<eps>[/labels-..][+mislabel..]``,
   ``bilevel/<norm>/eps<eps>/iter<MAXITER>/T<T>``;
 - ``victim_ref``: the RobustBench zoo name, a checkpoint's file name, ``train/<arch>/<recipe>``,
-  or a wrapper around one (``jpeg(...)``, ``jatp(...)``, ``smoothed[sigma](...)``);
+  or a wrapper around one (``jpeg:<quality>(...)``, ``jatp(...)``, ``smoothed[sigma](...)``);
 - ``attack_ref``: e.g. ``autoattack/standard/Linf/0.0314``, ``pgd-ce/Linf/0.0314/20``.
 
 ``config/published.csv`` holds published numbers (numbers only), one per line, with the paper and

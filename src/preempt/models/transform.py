@@ -52,7 +52,11 @@ class TransformVictimConfig(ModelConfig):
         return [REVERSIONS[self.transform["method"]].module]
 
     def ref(self, models: Mapping[str, ModelConfig]) -> str:
-        return f"{self.transform['method']}({models[self.model].ref(models)})"
+        """``jpeg:75(<model ref>)``: the method and its numeric settings (JPEG 50 and 75 in front of
+        one model are two victims), then the model it guards."""
+        values = [f"{v:g}" for k, v in self.transform.items()
+                  if k != "method" and isinstance(v, int | float) and not isinstance(v, bool)]
+        return f"{':'.join([self.transform['method'], *values])}({models[self.model].ref(models)})"
 
     def adversarial(self, models: Mapping[str, ModelConfig]) -> bool | None:
         return models[self.model].adversarial(models)

@@ -135,13 +135,15 @@ def _tab(id: str, label: str, title: str, about: str = "") -> Exhibit:
 PAPER = register(Paper(P, "Bi-Level preemptive robustification", "Moon, An and Song, Preemptive Image "
                        "Robustification for Protecting Users against Man-in-the-Middle Adversarial Attacks (AAAI 2022)", (
     _tab("table1", "Table 1", "CIFAR-10, grey-box and white-box, Linf"),
-    _tab("table2", "Table 2", "CIFAR-10, grey-box and white-box, L2",
-         about="Needs Bi-Level L2 (and its reconstruction attack) on an unsmoothed CIFAR-10 victim."),
+    _tab("table2", "Table 2", "CIFAR-10, grey-box and white-box, L2"),
     _tab("table3", "Table 3", "ImageNet, grey-box and white-box, Linf"),
-    _tab("table4", "Table 4", "ImageNet, grey-box and white-box, L2", about="Needs an ImageNet L2 experiment."),
+    _tab("table4", "Table 4", "ImageNet, grey-box and white-box, L2",
+         about="Needs an L2-robust ImageNet victim (eps 3.0): RobustBench's ImageNet zoo has Linf and corruption "
+         "models only; add one as `source: file` with its sha256 to config/imagenet.yaml."),
     _tab("table5", "Table 5", "CIFAR-10, smoothed classifier, empirical (L2)"),
     _tab("table6", "Table 6", "ImageNet, smoothed classifier, empirical (L2)",
-         about="Needs an ImageNet smoothing experiment."),
+         about="Needs a Gaussian-noise-trained ImageNet base model (Cohen et al., sigma 0.25) as `source: file` "
+         "with its sha256 in config/imagenet.yaml, which has no training split."),
     Exhibit(P, "table7", "Table 7", "Certified accuracy of the smoothed classifier", table7),
     Exhibit(P, "fig3", "Figure 3", "Distance from the original to the reconstruction", fig3, needs=("revert",)),
     Exhibit(P, "fig4", "Figure 4", "Loss of the robustified images", fig4),

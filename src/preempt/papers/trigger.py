@@ -22,9 +22,7 @@ def transfer(res: Results, e: Exhibit) -> Shown | None:
 PAPER = register(Paper(P, "Trigger Activation", "Yu et al., Towards Model Resistant to Transferable Adversarial "
                        "Examples via Trigger Activation", (
     Exhibit(P, "table1", "Table I", "CIFAR-10: fixed trigger vs no defense and AT under transfer attacks", transfer),
-    Exhibit(P, "table2", "Table II", "CIFAR-10: learnable trigger vs input-transformation defenses", transfer,
-            about="Needs input-transformation victims in a CIFAR-10 transfer block (their test-time blocks use "
-                  "white-box attacks)."),
+    Exhibit(P, "table2", "Table II", "CIFAR-10: learnable trigger vs input-transformation defenses", transfer),
     Exhibit(P, "table3", "Table III", "CIFAR-100: learnable trigger vs input-transformation defenses", transfer),
     Exhibit(P, "table8", "Table VIII", "CIFAR-10: the informed attacker (surrogates trained with triggers)", transfer),
     Exhibit(P, "table9", "Table IX", "CIFAR-100: the informed attacker", transfer),
