@@ -128,37 +128,39 @@ def summary_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def accuracy_figure(df: pd.DataFrame, path: str | Path, reversion: str = "none") -> None:
-    import matplotlib.pyplot as plt
-
+    """Robust accuracy per victim (bars: defenses), one panel per attack, page-wide."""
     sub = df[df["reversion"] == reversion]
     attacks = sorted(sub["attack"].unique())
-    fig, axes = plt.subplots(1, len(attacks), figsize=(5 * len(attacks), 3.5), squeeze=False)
-    for ax, attack in zip(axes[0], attacks, strict=True):
-        piv = sub[sub["attack"] == attack].pivot_table(index="victim", columns="defense", values="robust_acc")
-        piv.plot.bar(ax=ax, rot=20)
-        ax.set_title(f"robust accuracy under {attack}")
-        ax.set_ylabel("%")
-        ax.set_ylim(0, 100)
-        ax.legend(title="defense", loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig, axes = figure(1, len(attacks), width=PAGE_IN, height=2.3)
+    for k, (ax, attack) in enumerate(zip(axes[0], attacks, strict=True)):
+        piv = sub[sub["attack"] == attack].pivot_table(index="victim", columns="defense", values="robust_acc",
+                                                       sort=False)
+        piv.plot.bar(ax=ax, legend=False, width=0.8)
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
+            label.set_horizontalalignment("right")
+        ax.set(title=f"robust accuracy under {attack}", ylabel="%" if k == 0 else "", xlabel="", ylim=(0, 100))
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="defense", loc="lower center", bbox_to_anchor=(0.5, 1.0),
+               ncol=len(labels), frameon=False)
+    save(fig, path)
 
 
 def examples_figure(x: torch.Tensor, res: dict[str, torch.Tensor], path: str | Path, n: int = 8,
                     gain: float = 10.0) -> None:
     """Originals, each defense's REs, and their perturbations amplified by ``gain`` around gray."""
-    import matplotlib.pyplot as plt
-
     defs = [d for d in res if not torch.equal(res[d][:n], x[:n])]
     rows = 1 + 2 * len(defs)
-    fig, axes = plt.subplots(rows, n, figsize=(1.2 * n, 1.3 * rows), squeeze=False)
+    fig, axes = figure(rows, n, width=PAGE_IN, height=0.9 * rows + 0.2)
 
     def show(ax: Any, img: torch.Tensor, title: str | None) -> None:
         hwc = img.clamp(0, 1).permute(1, 2, 0).numpy()
         ax.imshow(hwc.squeeze(-1) if hwc.shape[-1] == 1 else hwc, cmap="gray", vmin=0, vmax=1)
         ax.set_xticks([])
         ax.set_yticks([])
+        ax.grid(False)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
         if title:
             ax.set_ylabel(title, fontsize=7)
 
@@ -167,6 +169,4 @@ def examples_figure(x: torch.Tensor, res: dict[str, torch.Tensor], path: str | P
         for i, d in enumerate(defs):
             show(axes[1 + 2 * i][j], res[d][j], f"RE {d}" if j == 0 else None)
             show(axes[2 + 2 * i][j], 0.5 + gain * (res[d][j] - x[j]), f"x{gain:g} diff" if j == 0 else None)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)

@@ -72,9 +72,9 @@ def fig3(res: Results, e: Exhibit) -> Shown | None:
 
 
 def _per_defense(res: Results, e: Exhibit, df: pd.DataFrame, value: str, *, xlabel: str, x: str | None = None,
-                 mark: float | None = None) -> Shown:
+                 mark: tuple[float, str] | None = None) -> Shown:
     """One curve (``x`` given: ``value`` against it, log scale) or one histogram of ``value`` per
-    defense, with an optional dotted line at ``mark``; saved beside ``df``."""
+    defense, with an optional labelled dotted line at ``mark`` (x, label); saved beside ``df``."""
     fig, axes = figure(1, 1)
     ax = axes[0][0]
     for d, g in df.groupby("defense", sort=False):
@@ -83,7 +83,7 @@ def _per_defense(res: Results, e: Exhibit, df: pd.DataFrame, value: str, *, xlab
         else:
             ax.plot(g[x], g[value], label=f"{d} (first-order)")
     if mark is not None:
-        ax.axvline(mark, ls=":", color="k")
+        ax.axvline(mark[0], ls=":", color="k", label=mark[1])
     ax.set(xlabel=xlabel, ylabel="images" if x is None else "update gradient norm")
     if x is not None:
         ax.set_yscale("log")
@@ -109,7 +109,7 @@ def fig4(res: Results, e: Exhibit) -> Shown | None:
     if not traces:
         return None
     df = pd.DataFrame([{"defense": d, "final_loss": float(v)} for d, a in traces.items() for v in a["trace_final_loss"]])
-    shown = _per_defense(res, e, df, "final_loss", xlabel="loss of the robustified image", mark=math.log(2))
+    shown = _per_defense(res, e, df, "final_loss", xlabel="loss of the robustified image", mark=(math.log(2), "ln 2"))
     below = df.assign(b=df["final_loss"] < math.log(2)).groupby("defense")["b"].mean().mul(100).round(1)
     return Shown(figure=shown.figure, csv=shown.csv,
                  note="Share below ln 2 (%): " + ", ".join(f"{d} {v}" for d, v in below.items()))

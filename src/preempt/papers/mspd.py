@@ -93,8 +93,8 @@ def fig7(res: Results, e: Exhibit) -> Shown | None:
     piv.plot.bar(ax=ax)
     tilt(ax)
     lo = float(data["clean_acc"].min())
-    ax.set(ylabel="clean accuracy (%)", xlabel="", ylim=(max(0.0, lo - 5), 100))
-    ax.legend(title="defense", loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3, frameon=False)
+    ax.set(ylabel="clean accuracy (%)", xlabel="reversion (none: the RE as released)", ylim=(max(0.0, lo - 5), 100))
+    ax.legend(title="defense", loc="upper center", bbox_to_anchor=(0.5, -0.45), ncol=3, frameon=False)
     shown = save_figure(fig, res, e.id, data)
     return Shown(table=piv.round(1), figure=shown.figure, csv=shown.csv)
 
