@@ -101,7 +101,8 @@ def fig4(res: Results, e: Exhibit) -> Shown | None:
     shown = save_figure(fig, res, e.id, data)
     return Shown(figure=shown.figure, csv=shown.csv,
                  note=f"Victim {v}, attack {a}. Rows: {int(correct[idx].sum())} success case(s) (the RE stays correct "
-                      f"under the attack), then failures. Perturbation maps: Eq. 14 (NTSC grey of (delta + eps) / 2 eps).")
+                      f"under the attack), then failures. Perturbation maps: Eq. 14 (NTSC grey of (delta + eps) / 2 eps); "
+                      "a flat grey attack map: the original was already misclassified, so the attack left it as it was.")
 
 
 def fig5(res: Results, e: Exhibit) -> Shown | None:
