@@ -28,6 +28,22 @@ def figure(nrows: int = 1, ncols: int = 1, *, width: float = COLUMN_IN, height: 
     return fig, axes
 
 
+def tilt(ax: Any) -> None:
+    """Category labels slanted and right-aligned so long names never overlap."""
+    for label in ax.get_xticklabels():
+        label.set_rotation(30)
+        label.set_horizontalalignment("right")
+
+
+def bare(ax: Any) -> None:
+    """An image panel: no ticks, no grid, no spines."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
 def save(fig: Any, png: str | Path) -> None:
     """The figure as PNG (for the report, 200 dpi) and PDF (vector, for a paper) side by side."""
     import matplotlib.pyplot as plt
@@ -136,9 +152,7 @@ def accuracy_figure(df: pd.DataFrame, path: str | Path, reversion: str = "none")
         piv = sub[sub["attack"] == attack].pivot_table(index="victim", columns="defense", values="robust_acc",
                                                        sort=False)
         piv.plot.bar(ax=ax, legend=False, width=0.8)
-        for label in ax.get_xticklabels():
-            label.set_rotation(30)
-            label.set_horizontalalignment("right")
+        tilt(ax)
         ax.set(title=f"robust accuracy under {attack}", ylabel="%" if k == 0 else "", xlabel="", ylim=(0, 100))
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, title="defense", loc="lower center", bbox_to_anchor=(0.5, 1.0),
@@ -156,11 +170,7 @@ def examples_figure(x: torch.Tensor, res: dict[str, torch.Tensor], path: str | P
     def show(ax: Any, img: torch.Tensor, title: str | None) -> None:
         hwc = img.clamp(0, 1).permute(1, 2, 0).numpy()
         ax.imshow(hwc.squeeze(-1) if hwc.shape[-1] == 1 else hwc, cmap="gray", vmin=0, vmax=1)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.grid(False)
-        for spine in ax.spines.values():
-            spine.set_visible(False)
+        bare(ax)
         if title:
             ax.set_ylabel(title, fontsize=7)
 

@@ -26,7 +26,7 @@ import pandas as pd
 from .. import artifacts
 from ..claims import select
 from ..errors import PreemptError
-from ..plots import PAGE_IN, figure, save
+from ..plots import PAGE_IN, bare, figure, save, tilt
 from ..published import compare, load_published
 
 
@@ -223,13 +223,6 @@ def grey_map(delta: Any, eps: float) -> Any:
     return grey((delta + eps) / (2 * eps)) - 0.5
 
 
-def tilt(ax: Any) -> None:
-    """Category labels slanted and right-aligned so long names never overlap."""
-    for label in ax.get_xticklabels():
-        label.set_rotation(30)
-        label.set_horizontalalignment("right")
-
-
 def image_grid(columns: list[tuple[str, Any, str]], n: int) -> Any:
     """A page-wide grid: one column per (title, images [N,C,H,W] or maps [N,H,W], cmap), n rows.
     Maps share one scale, [-0.5, 0.5] (Eq. 14's [0, 1] centred), so columns compare."""
@@ -244,11 +237,7 @@ def image_grid(columns: list[tuple[str, Any, str]], n: int) -> Any:
                 ax.imshow(hwc.squeeze(-1) if hwc.shape[-1] == 1 else hwc, cmap="gray", vmin=0, vmax=1)
             else:
                 ax.imshow(img.numpy(), cmap=cmap, vmin=-0.5, vmax=0.5)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-            for spine in ax.spines.values():
-                spine.set_visible(False)
+            bare(ax)
             if i == 0:
                 ax.set_title(title, fontsize=7)
     return fig
