@@ -112,7 +112,8 @@ def fit(cfg: OptimConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageS
     for epoch in progress(range(cfg.epochs), desc=desc):
         total, seen = 0.0, 0
         order = torch.randperm(len(y_all), generator=gen).to(device)
-        for i in range(0, len(order), cfg.batch_size):
+        # a bar per epoch over its batches as well: one epoch can take half an hour (JATP on a CPU)
+        for i in progress(range(0, len(order), cfg.batch_size), desc=f"{desc}, epoch {epoch + 1}/{cfg.epochs}"):
             idx = order[i:i + cfg.batch_size]
             x, y = x_all[idx], y_all[idx]
             if "hflip" in cfg.augment:
