@@ -66,4 +66,4 @@ def timeit(fn: Callable[[], object], repeat: int, warmup: int = 1) -> float:
 
 def setup_threads(threads: int) -> None:
     torch.set_num_threads(threads)
-    print(f"torch {torch.__version__}, {threads} thread(s), device cpu")
+    print(f"torch {torch.__version__}, {threads} CPU thread(s)")
