@@ -55,3 +55,13 @@ def test_interrupted_write_leaves_nothing(tmp_path) -> None:
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_equal_tensors_give_byte_equal_files(tmp_path) -> None:
+    """A rerun that computes the same tensors must not change the output's hash (DVC then keeps
+    the stages after it): the bytes may not depend on the temporary file's random name."""
+    t = {"x": torch.arange(12.0).reshape(3, 4), "y": torch.tensor([1, 2, 3])}
+    artifacts.save(tmp_path / "a.pt", t, {"stage": "test"})
+    artifacts.save(tmp_path / "b" / "a.pt", t, {"stage": "other"})
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b" / "a.pt").read_bytes()
+    assert artifacts.load_meta(tmp_path / "a.pt")["sha256"] == artifacts.load_meta(tmp_path / "b" / "a.pt")["sha256"]

@@ -7,7 +7,8 @@ verifies, so a truncated or swapped file is never taken for a result.
 
 Both files are written to a temporary name in the same directory and renamed into place (data
 first, sidecar last): an interrupted job leaves at most a stray ``.tmp`` file, never a
-half-written artifact with a valid sidecar.
+half-written artifact with a valid sidecar. Equal tensors give byte-equal ``NAME.pt`` files, so a
+stage that reruns and computes what it computed before leaves DVC's hash of its output unchanged.
 """
 
 from __future__ import annotations
@@ -86,7 +87,8 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any
     """Write ``tensors`` and the sidecar ``meta`` (plus versions and the data checksum)."""
     clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
-        torch.save(clean, tmp)
+        with open(tmp, "wb") as f:  # a file object: torch names the archive inside 'archive', not
+            torch.save(clean, f)    # after the random temp name, so equal tensors give equal bytes
         digest = sha256(tmp)
     full = {**meta, "sha256": digest, "versions": versions(), "argv": sys.argv[1:],
             "shapes": {k: list(v.shape) for k, v in clean.items()}}
