@@ -25,54 +25,69 @@ def table(mspd_robust: float = 80.0, none_robust: float = 60.0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def data(df: pd.DataFrame, n: int = 200) -> claims.Data:
+    """Per-image outcomes that reproduce each cell's accuracies exactly (the first k images right)."""
+    per = []
+    for r in df.itertuples():
+        k = round(n * r.robust_acc / 100)
+        per.append(pd.DataFrame({"defense": r.defense, "reversion": r.reversion, "victim": r.victim, "attack": r.attack,
+                                 "image": range(n), "robust": [1.0] * k + [0.0] * (n - k), "input": 1.0,
+                                 "orig": 1.0, "re": 1.0}))
+    return claims.Data.of(df, pd.concat(per, ignore_index=True))
+
+
 RAISES = claims.Claim.model_validate({
     "id": "raises", "paper": "mspd", "exhibit": "Table IV", "statement": "s",
     "where": {"attack_ref": ["autoattack/*", "!*/square*"], "reversion": "none", "victim_at": True},
     "by": ["victim", "attack"], "lhs": {"where": {"defense_ref": "mcgs/F1B1/N20/*"}, "metric": "robust_acc"},
-    "op": ">", "rhs": {"where": {"defense_ref": "none"}, "metric": "robust_acc"}})
+    "rhs": {"where": {"defense_ref": "none"}, "metric": "robust_acc"}, "threshold": {"above": 0}})
+FAST = claims.Statistics(resamples=1000)
 
 
 def test_a_claim_holds_or_fails_as_the_numbers_say() -> None:
-    held = claims.evaluate(RAISES, table(80.0, 60.0))
+    held = claims.evaluate(RAISES, data(table(80.0, 60.0)), FAST)
     assert held["verdict"] == claims.HOLDS and held["groups"] == 2  # v3 is not adversarially trained; Square excluded
-    assert "v1/aa: 80 > 60" in held["numbers"]
-    failed = claims.evaluate(RAISES, table(55.0, 60.0))
-    assert failed["verdict"] == claims.FAILS and "(no)" in failed["numbers"]
+    assert "v1/aa: +20 [" in held["numbers"] and held["difference"] == pytest.approx(20.0)
+    failed = claims.evaluate(RAISES, data(table(55.0, 60.0)), FAST)
+    assert failed["verdict"] == claims.FAILS and "(fails)" in failed["numbers"]
 
 
 def test_one_group_against_it_fails_the_claim() -> None:
     df = table(80.0, 60.0)
-    df.loc[(df["victim"] == "v2") & (df["defense"] == "mspd") & (df["attack"] == "aa"), "robust_acc"] = 59.0
-    assert claims.evaluate(RAISES, df)["verdict"] == claims.FAILS
+    df.loc[(df["victim"] == "v2") & (df["defense"] == "mspd") & (df["attack"] == "aa"), "robust_acc"] = 40.0
+    out = claims.evaluate(RAISES, data(df), FAST)
+    assert out["verdict"] == claims.FAILS and out["difference"] == pytest.approx(-20.0)  # the failing group decides
 
 
 def test_a_claim_without_cells_is_not_measured() -> None:
     df = table()
-    assert claims.evaluate(RAISES, df[df["defense"] != "mspd"])["verdict"] == claims.NOT_MEASURED
-    assert claims.evaluate(RAISES, df.drop(columns=["victim_at"]))["verdict"] == claims.NOT_MEASURED
+    assert claims.evaluate(RAISES, data(df[df["defense"] != "mspd"]))["verdict"] == claims.NOT_MEASURED
+    assert claims.evaluate(RAISES, data(df.drop(columns=["victim_at"])))["verdict"] == claims.NOT_MEASURED
 
 
-def test_a_factor_and_a_constant_right_hand_side() -> None:
-    faster = claims.Claim.model_validate({
-        "id": "fast", "paper": "mspd", "exhibit": "Table V", "statement": "s", "op": ">=", "factor": 28,
-        "lhs": {"where": {"defense_ref": "bilevel/*"}, "metric": "sec_per_image"},
-        "rhs": {"where": {"defense_ref": "mcgs/*"}, "metric": "sec_per_image"}})
-    assert claims.evaluate(faster, table())["verdict"] == claims.HOLDS  # 1.0 >= 28 x 0.02
-    assert claims.evaluate(faster.model_copy(update={"factor": 100}), table())["verdict"] == claims.FAILS
-    const = claims.Claim.model_validate({
-        "id": "c", "paper": "mspd", "exhibit": "x", "statement": "s", "op": "<", "rhs": 0.5,
-        "lhs": {"where": {"defense": "mspd", "attack": "aa"}, "metric": "robust_acc", "agg": "min"}})
-    assert claims.evaluate(const, table())["verdict"] == claims.FAILS
+def test_min_picks_one_cell_per_side() -> None:
+    df = table()
+    low = claims.Claim.model_validate({
+        "id": "c", "paper": "mspd", "exhibit": "x", "statement": "s", "threshold": {"above": 0},
+        "lhs": {"where": {"defense": "mspd"}, "metric": "robust_acc", "agg": "min"},
+        "rhs": {"where": {"defense": "none", "attack": "aa"}, "metric": "robust_acc"}})
+    out = claims.evaluate(low, data(df), FAST)  # mspd's lowest cell is Square (10) against none's 60
+    assert out["verdict"] == claims.FAILS and out["lhs"] == pytest.approx(10.0)
 
 
 def test_certified_accuracy_per_radius_is_selectable() -> None:
     df = table()
     df["cert_acc"] = [json.dumps({"0.0": 90.0, "0.5": 70.0 if d == "mspd" else 40.0}) for d in df["defense"]]
+    d = data(df)
+    out = d.outcomes.reset_index()
+    out["cert"] = [0.8 if (dd == "mspd" and i < 140) or i < 80 else -1.0 for dd, i in zip(out["defense"], out["image"])]
     c = claims.Claim.model_validate({
-        "id": "cert", "paper": "moon", "exhibit": "Table 7", "statement": "s", "by": ["victim"], "op": ">",
+        "id": "cert", "paper": "moon", "exhibit": "Table 7", "statement": "s", "by": ["victim"],
+        "threshold": {"above": 0},
         "lhs": {"where": {"defense": "mspd"}, "metric": "cert_acc@0.5"},
         "rhs": {"where": {"defense": "none"}, "metric": "cert_acc@0.5"}})
-    assert claims.check([c], df).iloc[0]["verdict"] == claims.HOLDS
+    row = claims.check([c], claims.Data.of(df, out), FAST).iloc[0]
+    assert row["verdict"] == claims.HOLDS and row["difference"] == pytest.approx(30.0)
 
 
 def test_list_columns_match_any_entry() -> None:
@@ -90,10 +105,16 @@ def test_the_claims_file_loads_and_names_registered_papers() -> None:
 
 
 @pytest.mark.parametrize("text,msg", [
-    ("- {id: a, paper: mspd, exhibit: x, statement: s, op: '>', rhs: 1, lhs: {metric: m}, colour: red}", "colour"),
-    ("- {id: a, paper: mspd, exhibit: x, statement: s, op: '=>', rhs: 1, lhs: {metric: m}}", "op"),
-    ("- {id: a, paper: mspd, exhibit: x, statement: s, op: '>', rhs: 1, lhs: {metric: m}}\n"
-     "- {id: a, paper: mspd, exhibit: x, statement: s, op: '>', rhs: 1, lhs: {metric: m}}", "repeat"),
+    ("- {id: a, paper: mspd, exhibit: x, statement: s, threshold: {above: 0}, lhs: {metric: clean_acc}, "
+     "rhs: {metric: clean_acc}, colour: red}", "colour"),
+    ("- {id: a, paper: mspd, exhibit: x, statement: s, threshold: {greater: 0}, lhs: {metric: clean_acc}, "
+     "rhs: {metric: clean_acc}}", "threshold"),
+    ("- {id: a, paper: mspd, exhibit: x, statement: s, threshold: {above: 0}, lhs: {metric: clean_acc}}", "rhs"),
+    ("- {id: a, paper: mspd, exhibit: x, statement: s, threshold: {above: 0}, lhs: {metric: m}, rhs: {metric: m}}",
+     "per-image outcome"),
+    ("- {id: a, paper: mspd, exhibit: x, statement: s, threshold: {above: 0}, lhs: {metric: clean_acc}, rhs: {metric: clean_acc}}\n"
+     "- {id: a, paper: mspd, exhibit: x, statement: s, threshold: {above: 0}, lhs: {metric: clean_acc}, rhs: {metric: clean_acc}}",
+     "repeat"),
 ])
 def test_a_bad_claims_file_is_one_clear_error(tmp_path, text, msg) -> None:
     (tmp_path / "c.yaml").write_text(text)
@@ -103,6 +124,7 @@ def test_a_bad_claims_file_is_one_clear_error(tmp_path, text, msg) -> None:
 
 
 def test_summary_counts_each_verdict() -> None:
-    out = claims.check([RAISES, RAISES.model_copy(update={"id": "b", "lhs": RAISES.lhs.model_copy(update={"metric": "nope"})})],
-                       table())
-    assert claims.summary(out) == {"holds": 1, "fails": 0, "not_measured": 1}
+    other = RAISES.model_copy(update={"id": "b", "lhs": RAISES.lhs.model_copy(update={"where": {"defense_ref": "nope"}})})
+    out = claims.check([RAISES, other], data(table()), FAST)
+    assert claims.summary(out) == {"holds": 1, "fails": 0, "inconclusive": 0, "not_comparable": 0, "not_measured": 1}
+    assert [claims.code(v) for v in out["verdict"]] == [1, None]

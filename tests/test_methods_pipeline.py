@@ -59,6 +59,8 @@ def shrink(raw: dict) -> dict:
     g["extra"]["test_time"]["attacks"] = ["pgd", "bpda_eot_pgd"]
     g["extra"]["protocol"]["victims"] = ["victim_mlp_at"]
     raw["report"]["n_examples"] = 4
+    raw["timing"].update(images=4)
+    raw["statistics"]["resamples"] = 1000
     return raw
 
 
@@ -123,7 +125,9 @@ def test_protocol_columns_follow_their_definitions(ws: Path) -> None:
     assert ((prot["reversion_recovery"] - expect).abs() < 1e-4).all()
     assert ((df[df.attack == "clean"]["robust_acc"] - df[df.attack == "clean"]["clean_acc"]).abs() < 1e-9).all()
     meta = json.loads((ws / "results" / "re" / "mcgs_mislabel.json").read_text())
-    assert meta["mislabeled"] == 8  # 20% of the 40 images
+    assert meta["mislabeled"] == 20  # 50% of the 40 images
+    weak = json.loads((ws / "results" / "re" / "mcgs_weak.json").read_text())
+    assert weak["mislabeled"] is None  # the weak labeller's own errors are the wrong labels
 
 
 def test_table_xi_and_smoothing_columns(ws: Path) -> None:

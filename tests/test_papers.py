@@ -51,27 +51,47 @@ def test_cells_are_selected_by_their_blocks_tags(tmp_path) -> None:
     assert list(res.cells("mspd/table4").index) == [0] and res.cells("mspd/table7").empty
 
 
-def protocol_cells() -> pd.DataFrame:
-    rows = []
-    for d, ref, re_acc in (("mspd", "mcgs/F1B1/N20/eta1/eps0.0314", 95.0), ("mis", "mcgs/F1B1/N20/eta1/eps0.0314+mislabel0.2", 80.0)):
-        for r, acc in (("none", re_acc), ("jpeg", re_acc - 1), ("white", 93.0), ("black", re_acc - 2)):
+def protocol_cells() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two defenses on 200 images and two victims: one protects its labeller's errors (the RE
+    breaks images 0-29), the other changes nothing; white-box restores 24 of the broken, black-box
+    none and breaks 10 more, JPEG breaks 2."""
+    rows, per = [], []
+    n = 200
+    for d, ref, broken in (("mspd", "mcgs/F1B1/N20/eta1/eps0.0314", 0), ("weak", "mcgs/F1B1/N20/eta1/eps0.0314+mislabel-weak", 30)):
+        re_ = [0.0] * broken + [1.0] * (n - broken)
+        for r in ("none", "jpeg", "white", "black"):
+            rev = list(re_)
+            if r == "white":
+                rev[:min(broken, 24)] = [1.0] * min(broken, 24)
+            if r == "black":
+                rev[broken:broken + 10] = [0.0] * 10
+            if r == "jpeg":
+                rev[broken:broken + 2] = [0.0] * 2
             for v in ("v1", "v2"):
-                rec = None if r == "none" else (acc - re_acc) / (93.5 - re_acc)
+                acc = 100 * sum(rev) / n
                 rows.append({"defense": d, "defense_ref": ref, "reversion": r, "victim": v, "attack": "clean",
-                             "attack_ref": "none", "clean_acc": acc, "orig_acc": 93.5, "re_acc": re_acc,
-                             "reversion_recovery": rec, "robust_acc": acc, "reproduces": "fast_preemption/table3"})
-    return pd.DataFrame(rows)
+                             "attack_ref": "none", "clean_acc": acc, "orig_acc": 100.0, "re_acc": 100 * sum(re_) / n,
+                             "robust_acc": acc, "reproduces": "fast_preemption/table3"})
+                per.append(pd.DataFrame({"defense": d, "reversion": r, "victim": v, "attack": "clean", "image": range(n),
+                                         "orig": 1.0, "re": re_, "input": rev, "robust": rev, "robust_ball": rev}))
+    return pd.DataFrame(rows), pd.concat(per, ignore_index=True)
 
 
-def test_table3_has_the_papers_columns_in_order(tmp_path) -> None:
-    res = papers.Results(metrics=protocol_cells(), figures_dir=tmp_path)
+def test_table3_has_the_papers_columns_in_order_and_the_per_image_counts(tmp_path) -> None:
+    cells, outcomes = protocol_cells()
+    res = papers.Results(metrics=cells, outcomes=outcomes, figures_dir=tmp_path)
     shown = fast_preemption.table3(res, papers.PAPERS["fast_preemption"].exhibit("table3"))
     assert shown is not None and shown.table is not None
     t = shown.table
-    assert list(t.columns) == ["Original", "labels wrong %", "Clean (RE)", "jpeg", "white", "black"]
-    assert t.loc["mis", "labels wrong %"] == 20.0 and t.loc["mspd", "labels wrong %"] == 0.0
-    assert t.loc["mis", "white"] == 93.0 and t.loc["mis", "Original"] == 93.5
-    assert "mis: " in shown.note and "white +0.96" in shown.note
+    assert list(t.columns) == ["protocol", "Original", "Clean (RE)", "jpeg", "white", "black"]
+    assert t.loc["weak", "protocol"] == "weak labeller" and t.loc["mspd", "protocol"] == "none"
+    assert t.loc["weak", "white"] == 97.0 and t.loc["weak", "Original"] == 100.0
+    (title, counts), = shown.extra
+    row = counts.loc[("weak", "weak labeller", "v1", "white")]
+    assert row["restored / broken by the defense"].startswith("24 / 30 (80% [")
+    assert counts.loc[("weak", "weak labeller", "v1", "black")]["broken / kept by the defense"].startswith("10 / 170 ")
+    assert counts.loc[("mspd", "none", "v1", "white")]["recovery"] == "drop too small to judge"
+    assert counts.loc[("weak", "weak labeller", "v2", "white")]["recovery"].startswith("0.8 [")
 
 
 def test_sweep_layout_and_figures_are_written_beside_their_data(tmp_path) -> None:

@@ -118,6 +118,8 @@ def tiny_params(root: Path = ROOT, n_eval: int = 40) -> dict[str, Any]:
                    "reproduces": ["fast_preemption/table1", "fast_preemption/fig4"]}
     raw["report"]["n_examples"] = 4
     raw["report"]["notebooks"] = ["results", "fast_preemption"]  # all six run in test_methods_pipeline
+    raw["timing"] = {"defenses": ["mcgs"], "images": 4, "repeats": 3}
+    raw["statistics"] = {**raw.get("statistics", {}), "resamples": 1000}
     return raw
 
 
@@ -127,6 +129,8 @@ def small_params(root: Path = ROOT) -> dict[str, Any]:
     raw = tiny_params(root)
     raw["runtime"]["batch_size"] = 10
     raw["reversions"] = {k: raw["reversions"][k] for k in ("none", "white")}
+    # the defender's own models named explicitly (the same run): the edit test changes one of them
+    raw["reversions"]["white"] = {"method": "preemptive", "backbone": "backbone", "classifier": "classifier"}
     raw["grid"].update(reversions=["none", "white"], victims=["victim_mlp_at"])
     raw["models"] = {k: raw["models"][k] for k in ("classifier", "backbone", "victim_mlp_at")}
     raw["report"]["notebooks"] = ["results"]  # the edit, fault and SLURM tests need one report

@@ -1,46 +1,73 @@
-"""The papers' headline claims as checks on ``results/metrics.csv``: holds / fails / not measured.
+"""The papers' headline claims as tests on the per-image outcomes: holds / fails / inconclusive.
 
-A claim (``config/claims.yaml``) compares two numbers drawn from the tidy table, never a verdict
-written by hand::
+A claim (``config/claims.yaml``) compares cells of the tidy table, never a verdict written by hand::
 
     - id: mspd_raises_robust_acc
       paper: mspd
-      exhibit: table4                # the paper's table or figure it rests on
+      exhibit: Table IV              # the paper's table or figure it rests on
       statement: MSPD raises robust accuracy under AutoAttack over no defense on every
                  adversarially trained victim
-      where: {attack_ref: "autoattack/standard/*", reversion: none, victim_at: true}
-      by: [victim, attack]           # the comparison must hold in every group
+      where: {attack_ref: "autoattack/*", reversion: none, victim_at: true}
+      by: [victim, attack]           # judged in every group
       lhs: {where: {defense_ref: "mcgs/F1B1/N20/*"}, metric: robust_acc}
-      op: ">"
       rhs: {where: {defense_ref: none}, metric: robust_acc}
+      threshold: {above: 0}          # lhs - rhs > 0 points
 
-A side is the ``agg`` (mean by default) of ``metric`` over the rows its ``where`` (and the claim's
-``where``) select, per group of ``by``; ``rhs`` may also be a number. The claim reads
-``lhs op factor * rhs + margin``. Filters match columns by shell pattern (``fnmatch``, a leading
-``!`` excludes), a list of patterns (any), or an exact bool/number; the ``;``-joined columns
-(``tables``, ``reproduces``) match when any of their entries does. A claim whose sides select no
-common group is "not measured in this experiment".
+``test`` says what is estimated, with its interval (:mod:`preempt.stats`):
+
+- ``difference`` (default): lhs - rhs in accuracy points, paired over the images both sides
+  scored (``results/outcomes.csv.gz``). A side's per-image score is the mean over the cells its
+  ``where`` selects in the group (``agg: min|max``: the one cell with the lowest/highest metric).
+  Metrics: the accuracies with a per-image outcome (:data:`OUTCOME_OF`, ``cert_acc@<radius>``).
+  ``subset: broken`` keeps the images the defense turned wrong (right on the original, wrong on
+  the RE), ``kept`` those it left right: "of the images the defense broke, how many ...".
+- ``recovery``: Fast Preemption's share (reverted - RE) / (original - RE) of the lhs cells (their
+  own orig, re and input outcomes); inconclusive when the defense's drop is too small to judge.
+- ``ratio``: lhs / rhs of the seconds per image from the repeated timings of the ``timing``
+  block (``results/timing.csv``, at least 3 repeats each side).
+
+``threshold`` is the claim in its paper's terms: ``{above: v}``, ``{below: v}`` or
+``{within: m}`` (an equality claim, |estimate| <= m). The verdict is *holds* when the interval
+lies entirely on the claimed side, *fails* when entirely on the other, else *inconclusive*; with
+several groups each is judged at the Bonferroni level (``preempt.stats``) and the claim holds when
+all hold, fails when one fails. ``comparable_if`` (filters every used row must match) with
+``not_comparable`` (the reason) turns a claim measured at another setting than the paper's into
+*not comparable: <reason>*; a claim with no data is *not measured in this experiment*.
+
+Filters match columns by shell pattern (``fnmatch``, a leading ``!`` excludes), a list of patterns
+(any), or an exact bool/number; the ``;``-joined columns (``tables``, ``reproduces``) match when
+any of their entries does.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import Any, Literal, Union, cast
 
+import numpy as np
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from . import stats
 from .errors import ConfigError
 from .published import expand
 from .registry import validate_model
 
 Pattern = Union[str, bool, int, float, list[str]]
 LIST_COLUMNS = ("tables", "reproduces")
-HOLDS, FAILS, NOT_MEASURED = "holds", "fails", "not measured in this experiment"
-COLUMNS = ["claim", "paper", "exhibit", "statement", "verdict", "lhs", "rhs", "groups", "numbers"]
+HOLDS, FAILS, INCONCLUSIVE = stats.HOLDS, stats.FAILS, stats.INCONCLUSIVE
+NOT_MEASURED, NOT_COMPARABLE = "not measured in this experiment", "not comparable"
+COLUMNS = ["claim", "paper", "exhibit", "statement", "verdict", "difference", "ratio", "ci_low", "ci_high", "n", "p",
+           "threshold", "test", "lhs", "rhs", "groups", "numbers", "note"]
+CELL = ["defense", "reversion", "victim", "attack"]
+OUTCOME_OF = {"clean_acc": "input", "robust_acc": "robust", "robust_acc_ball": "robust_ball", "orig_acc": "orig",
+              "re_acc": "re"}  # metric -> its per-image column in outcomes.csv.gz (cert_acc@r: cert >= r)
+KINDS = ("above", "below", "within")
+UNITS = {"difference": " points", "recovery": "", "ratio": "x"}
 
 
 class Side(BaseModel):
@@ -49,6 +76,16 @@ class Side(BaseModel):
     where: dict[str, Pattern] = Field(default_factory=dict)
     metric: str
     agg: Literal["mean", "min", "max"] = "mean"
+
+
+class Statistics(BaseModel):
+    """params.yaml ``statistics``: how the claims' intervals are computed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="of every claim's interval (all its groups together)")
+    resamples: int = Field(10_000, ge=100, le=1_000_000, description="paired bootstrap resamples")
+    seed: int = Field(0, description="of the bootstrap: the same numbers give the same interval")
 
 
 class Claim(BaseModel):
@@ -62,12 +99,64 @@ class Claim(BaseModel):
     statement: str
     where: dict[str, Pattern] = Field(default_factory=dict)
     by: list[str] = Field(default_factory=list)
+    test: Literal["difference", "recovery", "ratio"] = "difference"
     lhs: Side
-    op: Literal[">", ">=", "<", "<="]
-    rhs: Side | float
-    factor: float = 1.0
-    margin: float = 0.0
+    rhs: Side | None = None
+    threshold: dict[str, float]
+    subset: Literal["all", "broken", "kept"] = "all"
+    comparable_if: dict[str, Pattern] = Field(default_factory=dict)
+    not_comparable: str = ""
     published: str = Field("", description="the paper's own numbers behind the claim, quoted")
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, v: dict[str, float]) -> dict[str, float]:
+        if len(v) != 1:
+            raise ValueError(f"give exactly one threshold kind ({', '.join(KINDS)}), e.g. {{above: 0}}; got {sorted(v)}")
+        kind, value = next(iter(v.items()))
+        if kind not in KINDS:
+            raise ValueError(f"unknown threshold kind {kind!r}; use above, below or within")
+        if kind == "within" and value < 0:
+            raise ValueError("a 'within' margin is a distance; make it >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _sides(self) -> "Claim":
+        metrics = [self.lhs.metric] + ([self.rhs.metric] if self.rhs else [])
+        if self.test == "ratio":
+            if self.rhs is None or any(m != "sec_per_image" for m in metrics):
+                raise ValueError("a ratio claim compares repeated timings: lhs and rhs with metric sec_per_image "
+                                 "(from the timing block's repeats)")
+        elif self.test == "recovery":
+            if self.rhs is not None:
+                raise ValueError("a recovery claim has no rhs: the share is read from the lhs cells' own outcomes")
+        else:
+            if self.rhs is None:
+                raise ValueError("a difference claim needs an rhs to pair with the lhs")
+            for m in metrics:
+                if m not in OUTCOME_OF and not m.startswith("cert_acc@"):
+                    hint = ("; a speed claim is test: ratio on repeated timings" if m == "sec_per_image" else "")
+                    raise ValueError(f"metric {m!r} has no per-image outcome to pair; use one of "
+                                     f"{', '.join([*OUTCOME_OF, 'cert_acc@<radius>'])}{hint}")
+        if self.comparable_if and not self.not_comparable:
+            raise ValueError("comparable_if needs not_comparable: the reason, in the paper's terms")
+        return self
+
+    @property
+    def kind(self) -> stats.Kind:
+        kind = next(iter(self.threshold))
+        assert kind in KINDS  # validated
+        return cast(stats.Kind, kind)
+
+    @property
+    def value(self) -> float:
+        return float(next(iter(self.threshold.values())))
+
+    def threshold_text(self) -> str:
+        unit = UNITS[self.test]
+        if self.kind == "within":
+            return f"within +-{self.value:g}{unit}"
+        return f"{'>' if self.kind == 'above' else '<'} {self.value:g}{unit}"
 
 
 def load(path: str | Path) -> list[Claim]:
@@ -75,7 +164,8 @@ def load(path: str | Path) -> list[Claim]:
     raw = yaml.safe_load(Path(path).read_text()) or []
     if not isinstance(raw, list):
         raise ConfigError(f"{path}: expected a list of claims")
-    out = [validate_model(Claim, c, f"{path}: claim {i}") for i, c in enumerate(raw)]
+    out = [validate_model(Claim, c, f"{path}: claim {c.get('id', i) if isinstance(c, dict) else i}")
+           for i, c in enumerate(raw)]
     ids = [c.id for c in out]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"{path}: claim ids repeat ({sorted({i for i in ids if ids.count(i) > 1})}); make them unique")
@@ -110,58 +200,210 @@ def select(df: pd.DataFrame, where: dict[str, Pattern]) -> pd.DataFrame:
     return df[mask]
 
 
-def _side(df: pd.DataFrame, claim: Claim, side: Side) -> pd.Series:
-    rows = select(df, {**claim.where, **side.where})
-    if side.metric not in rows.columns:
-        return pd.Series(dtype=float)
-    rows = rows.dropna(subset=[side.metric])
-    if claim.by:
-        return rows.groupby(claim.by)[side.metric].agg(side.agg)
-    return pd.Series([rows[side.metric].agg(side.agg)] if len(rows) else [], dtype=float)
+@dataclass
+class Data:
+    """What the claims read: the cells (metrics.csv), their per-image outcomes (outcomes.csv.gz,
+    indexed by cell and image) and the repeated timings (timing.csv)."""
+
+    cells: pd.DataFrame
+    outcomes: pd.DataFrame
+    timing: pd.DataFrame
+
+    @classmethod
+    def of(cls, cells: pd.DataFrame, outcomes: pd.DataFrame | None = None,
+           timing: pd.DataFrame | None = None) -> "Data":
+        out = outcomes if outcomes is not None else pd.DataFrame(columns=[*CELL, "image"])
+        return cls(expand(cells), out.set_index(CELL).sort_index(),
+                   timing if timing is not None else pd.DataFrame(columns=["defense", "defense_ref", "repeat",
+                                                                           "sec_per_image"]))
 
 
-def _holds(a: float, op: str, b: float) -> bool:
-    return {">": a > b, ">=": a >= b, "<": a < b, "<=": a <= b}[op]
-
-
-def evaluate(claim: Claim, df: pd.DataFrame) -> dict[str, object]:
-    """The verdict of one claim on the tidy table, with the numbers it used."""
-    lhs = _side(df, claim, claim.lhs)
-    if isinstance(claim.rhs, Side):
-        rhs = _side(df, claim, claim.rhs)
-        keys = [k for k in lhs.index if k in rhs.index]
-    else:
-        rhs = pd.Series({k: float(claim.rhs) for k in lhs.index}, dtype=float)
-        keys = list(lhs.index)
-    base = {"claim": claim.id, "paper": claim.paper, "exhibit": claim.exhibit, "statement": claim.statement}
-    if not keys:
-        return {**base, "verdict": NOT_MEASURED, "lhs": None, "rhs": None, "groups": 0, "numbers": ""}
-    checks = [(k, float(lhs[k]), float(rhs[k])) for k in keys]
-    ok = [_holds(a, claim.op, claim.factor * b + claim.margin) for _, a, b in checks]
-    scale = f"{claim.factor:g} x " if claim.factor != 1 else ""
-    shift = f" {claim.margin:+g}" if claim.margin else ""
-    numbers = "; ".join(f"{_label(k, claim.by)}{a:.4g} {claim.op} {scale}{b:.4g}{shift}{'' if o else ' (no)'}"
-                        for (k, a, b), o in zip(checks, ok, strict=True))
-    return {**base, "verdict": HOLDS if all(ok) else FAILS, "lhs": sum(a for _, a, _ in checks) / len(checks),
-            "rhs": sum(b for _, _, b in checks) / len(checks), "groups": len(checks), "numbers": numbers}
-
-
-def _label(key: object, by: list[str]) -> str:
+def _groups(rows: pd.DataFrame, by: list[str]) -> dict[Any, pd.DataFrame]:
     if not by:
-        return ""
-    parts = key if isinstance(key, tuple) else (key,)
-    return "/".join(map(str, parts)) + ": "
+        return {(): rows} if len(rows) else {}
+    if any(b not in rows.columns for b in by):
+        return {}
+    return {k if isinstance(k, tuple) else (k,): g for k, g in rows.groupby(by, sort=False)}
 
 
-def check(claims: list[Claim], df: pd.DataFrame) -> pd.DataFrame:
-    """``results/claims.csv``: one row per claim, in the file's order (``cert_acc@<radius>``
-    columns split from the certified accuracies, as for the published numbers)."""
-    df = expand(df)
-    return pd.DataFrame([evaluate(c, df) for c in claims], columns=COLUMNS)
+def _side_rows(data: pd.DataFrame, claim: Claim, side: Side) -> pd.DataFrame:
+    rows = select(data, {**claim.where, **side.where})
+    if side.metric not in rows.columns:
+        return rows.iloc[0:0]
+    return rows.dropna(subset=[side.metric])
+
+
+def _pick(rows: pd.DataFrame, side: Side) -> pd.DataFrame:
+    """The cells a side uses in one group: all of them (mean) or the one with the lowest/highest metric."""
+    if side.agg == "mean" or len(rows) <= 1:
+        return rows
+    pos = rows[side.metric].astype(float).to_numpy()
+    i = int(np.argmin(pos) if side.agg == "min" else np.argmax(pos))
+    return rows.iloc[[i]]
+
+
+def _per_image(outcomes: pd.DataFrame, rows: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Image index -> one column per cell of ``rows``: that cell's outcome ``column`` (or
+    ``cert >= r`` for cert_acc@r); only images every cell scored."""
+    parts = {}
+    for key in rows[CELL].itertuples(index=False, name=None):
+        if key not in outcomes.index:
+            continue
+        o = outcomes.loc[[key]].set_index("image")
+        if column.startswith("cert_acc@"):
+            if "cert" not in o.columns:
+                continue
+            v = (o["cert"].astype(float) >= float(column.split("@", 1)[1])).astype(float)
+            parts[key] = v.where(o["cert"].notna())
+        elif column in o.columns:
+            parts[key] = o[column].astype(float)
+    return pd.DataFrame(parts).dropna() if parts else pd.DataFrame()
+
+
+def _column(metric: str) -> str:
+    return OUTCOME_OF.get(metric, metric)
+
+
+@dataclass
+class Group:
+    label: str
+    estimate: stats.Estimate
+    lhs: float
+    rhs: float | None
+    verdict: str = ""
+    p_adj: float = math.nan
+
+
+def _difference(claim: Claim, data: Data, lrows: pd.DataFrame, rrows: pd.DataFrame, conf: Statistics,
+                level: float, seed: int) -> tuple[stats.Estimate, float, float] | None:
+    assert claim.rhs is not None
+    lp, rp = _pick(lrows, claim.lhs), _pick(rrows, claim.rhs)
+    a = _per_image(data.outcomes, lp, _column(claim.lhs.metric))
+    b = _per_image(data.outcomes, rp, _column(claim.rhs.metric))
+    if a.empty or b.empty:
+        return None
+    images = a.index.intersection(b.index)
+    if claim.subset != "all":
+        orig = pd.concat([_per_image(data.outcomes, lp, "orig"), _per_image(data.outcomes, rp, "orig")], axis=1)
+        re = pd.concat([_per_image(data.outcomes, lp, "re"), _per_image(data.outcomes, rp, "re")], axis=1)
+        images = images.intersection(orig.index).intersection(re.index)
+        right = (orig.loc[images] == 1).all(axis=1)
+        keep = right & ((re.loc[images] == 0).all(axis=1) if claim.subset == "broken" else (re.loc[images] == 1).all(axis=1))
+        images = images[keep.to_numpy()]
+    if len(images) == 0:
+        return None
+    x, y = a.loc[images].mean(axis=1).to_numpy(), b.loc[images].mean(axis=1).to_numpy()
+    est = stats.paired_difference(x, y, confidence=level, resamples=conf.resamples, seed=seed)
+    return est, 100 * float(x.mean()), 100 * float(y.mean())
+
+
+def _recovery(claim: Claim, data: Data, rows: pd.DataFrame, conf: Statistics, level: float,
+              seed: int) -> tuple[stats.Estimate, float, float] | None:
+    cols = {c: _per_image(data.outcomes, rows, c) for c in ("orig", "re", "input")}
+    if any(v.empty for v in cols.values()):
+        return None
+    # each (cell, image) is one unit: a cell's three outcomes stay together
+    o, r, v = (np.concatenate([cols[c][k].to_numpy() for k in cols["orig"].columns]) for c in ("orig", "re", "input"))
+    est, drop = stats.recovery(o, r, v, confidence=level, resamples=conf.resamples, seed=seed)
+    return est, 100 * float(v.mean()), 100 * float(r.mean())
+
+
+def _ratio(claim: Claim, data: Data, lrows: pd.DataFrame, rrows: pd.DataFrame,
+           level: float) -> tuple[stats.Estimate, float, float] | str | None:
+    for name, rows in (("lhs", lrows), ("rhs", rrows)):
+        timed = list(dict.fromkeys(rows["defense"]))
+        if len(timed) > 1:
+            return f"the {name} selects {len(timed)} timed defenses ({', '.join(timed)}); narrow its where"
+    a, b = lrows["sec_per_image"].astype(float).to_numpy(), rrows["sec_per_image"].astype(float).to_numpy()
+    try:
+        est = stats.time_ratio(a, b, confidence=level)
+    except ValueError as err:
+        raise ConfigError(f"claim {claim.id}: {err}; set timing.repeats >= {stats.MIN_REPEATS} in params.yaml") from None
+    return est, float(np.exp(np.log(a).mean())), float(np.exp(np.log(b).mean()))
+
+
+def evaluate(claim: Claim, data: Data, conf: Statistics | None = None) -> dict[str, object]:
+    """The verdict of one claim, with the estimate and interval that decide it."""
+    conf = conf or Statistics()
+    base: dict[str, object] = {"claim": claim.id, "paper": claim.paper, "exhibit": claim.exhibit,
+                               "statement": claim.statement, "threshold": claim.threshold_text()}
+    table = data.timing if claim.test == "ratio" else data.cells
+    lg = _groups(_side_rows(table, claim, claim.lhs), claim.by)
+    rg = _groups(_side_rows(table, claim, claim.rhs), claim.by) if claim.rhs else {k: None for k in lg}
+    keys = [k for k in lg if k in rg]
+
+    def unmeasured(note: str = "") -> dict[str, object]:
+        return {**base, "verdict": NOT_MEASURED, "groups": 0, "numbers": "", "note": note}
+
+    if not keys:
+        return unmeasured()
+    if claim.comparable_if:
+        used = pd.concat([lg[k] for k in keys] + [rg[k] for k in keys if rg[k] is not None])
+        off = used.loc[~used.index.isin(select(used, claim.comparable_if).index)]
+        if len(off):
+            refs = ", ".join(dict.fromkeys(off["defense_ref"].astype(str))) if "defense_ref" in off else f"{len(off)} rows"
+            return {**base, "verdict": f"{NOT_COMPARABLE}: {claim.not_comparable}", "groups": len(keys), "numbers": "",
+                    "note": f"measured here: {refs}"}
+    level = stats.bonferroni(conf.confidence, len(keys))
+    groups: list[Group] = []
+    for i, k in enumerate(keys):
+        seed = conf.seed + i
+        label = "/".join(map(str, k))
+        if claim.test == "difference":
+            got: Any = _difference(claim, data, lg[k], rg[k], conf, level, seed)
+        elif claim.test == "recovery":
+            got = _recovery(claim, data, lg[k], conf, level, seed)
+        else:
+            got = _ratio(claim, data, lg[k], rg[k], level)
+        if isinstance(got, str):
+            return {**base, "verdict": f"{NOT_COMPARABLE}: {got}", "groups": len(keys), "numbers": "", "note": got}
+        if got is None:
+            continue
+        est, left, right = got
+        groups.append(Group(label, est, left, None if claim.test == "recovery" else right))
+    if not groups:
+        return unmeasured("no per-image outcomes for the selected cells")
+    for g, p in zip(groups, stats.holm([g.estimate.p for g in groups]), strict=True):
+        g.verdict = stats.verdict(g.estimate.low, g.estimate.high, claim.kind, claim.value)
+        g.p_adj = p
+    verdicts = [g.verdict for g in groups]
+    verdict = FAILS if FAILS in verdicts else HOLDS if all(v == HOLDS for v in verdicts) else INCONCLUSIVE
+    pool = [g for g in groups if g.verdict == FAILS] if verdict == FAILS else groups
+    decide = min(pool, key=lambda g: stats.margin(g.estimate.low, g.estimate.high, claim.kind, claim.value)
+                 if verdict != FAILS else -abs(stats.margin(g.estimate.low, g.estimate.high, claim.kind, claim.value)))
+    est = decide.estimate
+    test = est.test + (f"; {len(groups)} groups, each at Bonferroni level {level:.4g}; p Holm-adjusted"
+                       if len(groups) > 1 else "")
+    numbers = "; ".join(f"{g.label + ': ' if claim.by else ''}{_fmt(g.estimate.value)} "
+                        f"[{_fmt(g.estimate.low)}, {_fmt(g.estimate.high)}] n={g.estimate.n} p={g.p_adj:.2g}"
+                        f"{'' if g.verdict == HOLDS else ' (' + g.verdict + ')'}" for g in groups)
+    notes = "; ".join(dict.fromkeys(f"{g.label}: {g.estimate.note}" if claim.by else g.estimate.note
+                                    for g in groups if g.estimate.note))
+    return {**base, "verdict": verdict,
+            "difference": est.value if claim.test == "difference" else None,
+            "ratio": est.value if claim.test != "difference" else None,
+            "ci_low": est.low, "ci_high": est.high, "n": est.n, "p": decide.p_adj, "test": test,
+            "lhs": decide.lhs, "rhs": decide.rhs, "groups": len(groups), "numbers": numbers, "note": notes}
+
+
+def _fmt(v: float) -> str:
+    return "nan" if math.isnan(v) else f"{v:+.3g}" if abs(v) < 1000 else f"{v:+.0f}"
+
+
+def check(claims: list[Claim], data: Data, conf: Statistics | None = None) -> pd.DataFrame:
+    """``results/claims.csv``: one row per claim, in the file's order."""
+    return pd.DataFrame([evaluate(c, data, conf) for c in claims], columns=COLUMNS)
+
+
+def code(verdict: str) -> int | None:
+    """A verdict as a DVC metric (``dvc metrics diff`` shows it flip): 1 holds, 0 inconclusive,
+    -1 fails; None where it was not judged (not measured, not comparable)."""
+    return {HOLDS: 1, INCONCLUSIVE: 0, FAILS: -1}.get(verdict)
 
 
 def summary(table: pd.DataFrame) -> dict[str, int]:
-    """Counts per verdict (DVC metrics: ``dvc metrics diff`` shows a claim flipping)."""
-    counts = table["verdict"].value_counts()
-    return {"holds": int(counts.get(HOLDS, 0)), "fails": int(counts.get(FAILS, 0)),
-            "not_measured": int(counts.get(NOT_MEASURED, 0))}
+    """Counts per verdict (DVC metrics)."""
+    v = table["verdict"].astype(str)
+    return {"holds": int((v == HOLDS).sum()), "fails": int((v == FAILS).sum()),
+            "inconclusive": int((v == INCONCLUSIVE).sum()),
+            "not_comparable": int(v.str.startswith(NOT_COMPARABLE).sum()), "not_measured": int((v == NOT_MEASURED).sum())}

@@ -23,6 +23,7 @@ STAGE_ARGS = {
     "defend": ["defense"],
     "revert": ["defense", "reversion"],
     "attack": ["defense", "reversion", "victim", "attack"],
+    "timing": ["defense"],
     "aggregate": [],
     "report": ["notebook"],
     "gather": ["kind", "names"],

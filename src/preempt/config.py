@@ -19,6 +19,7 @@ from .attacks import ATTACKS, AttackConfig
 from .data import DATASETS, DatasetConfig
 from .defenses import DEFENSES, DefenseConfig
 from . import papers
+from .claims import Statistics
 from .errors import ConfigError
 from .models import SOURCES, ModelConfig
 from .registry import MethodConfig, Registry, closest, model_refs, validate_model
@@ -110,6 +111,15 @@ class MetricsConfig(MethodConfig):
         return v
 
 
+class TimingConfig(MethodConfig):
+    """The timing block (``python -m preempt timing``): seconds per image of each listed defense,
+    ``repeats`` times on the first ``images`` evaluation images, for the speed claims' ratios."""
+
+    defenses: list[str] = Field(default_factory=list, description="entries of defenses (in the grid or not)")
+    images: int = Field(8, ge=1, le=100_000)
+    repeats: int = Field(3, ge=3, le=100, description="a ratio's interval needs at least 3 timings per side")
+
+
 class ShardsConfig(MethodConfig):
     """Split the evaluation images into k chunks for RE generation and attacks: each chunk is a
     separate job (a SLURM job on a cluster) and a gather stage joins them. Chunks follow
@@ -138,6 +148,7 @@ RESOURCE_DEFAULTS: dict[str, dict[str, int]] = {  # a GPU node's typical job, pe
     "aggregate": dict(gpus=0, mem_mb=4000, runtime=30, cpus_per_task=1),
     "report": dict(gpus=0, mem_mb=8000, runtime=30, cpus_per_task=1),
     "gather": dict(gpus=1, mem_mb=32000, runtime=60, cpus_per_task=8),  # joins shards; scores attack cells
+    "timing": dict(gpus=1, mem_mb=32000, runtime=120, cpus_per_task=8),  # the speed claims' repeated timings
 }
 
 
@@ -153,6 +164,7 @@ class ResourcesConfig(MethodConfig):
     aggregate: JobResources
     report: JobResources
     gather: JobResources
+    timing: JobResources
 
     @model_validator(mode="before")
     @classmethod
@@ -195,10 +207,12 @@ class Params(BaseModel):
     shards: ShardsConfig
     report: ReportConfig
     resources: ResourcesConfig
+    timing: TimingConfig
+    statistics: Statistics
 
 
 SECTIONS = ("dataset", "models", "defenses", "attacks", "reversions", "grid", "metrics", "runtime", "shards",
-            "report", "resources")
+            "report", "resources", "timing", "statistics")
 REQUIRED = ("dataset", "models", "defenses", "attacks", "grid")
 
 
@@ -294,7 +308,15 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
                         f"{closest(ref, list(sections['models']))}"
                     )
     _check_acyclic(sections["models"])
+    timing = validate_model(TimingConfig, raw.get("timing", {}), "timing")
+    for name in timing.defenses:
+        if name not in sections["defenses"]:
+            raise ConfigError(f"timing.defenses: '{name}' is not defined in defenses; {closest(name, list(sections['defenses']))}")
+    if len(set(timing.defenses)) != len(timing.defenses):
+        raise ConfigError(f"timing.defenses: names repeat ({timing.defenses}); list each once")
     return Params(
+        timing=timing,
+        statistics=validate_model(Statistics, raw.get("statistics", {}), "statistics"),
         raw=raw,
         dataset=dataset,
         grid=grid,

@@ -18,7 +18,8 @@ from .config import Params
 from .data import DATASETS
 from .defenses import DEFENSES, roles
 from .models import SOURCES
-from .paths import (CLAIMS_CSV, CLAIMS_FILE, CLAIMS_JSON, CONFIG_DIR, DVC_YAML, METRICS_CSV, PUBLISHED_CSV, SUMMARY_JSON, Shard,
+from .paths import (CLAIMS_CSV, CLAIMS_FILE, CLAIMS_JSON, CONFIG_DIR, DVC_YAML, METRICS_CSV, OUTCOMES_CSV, PUBLISHED_CSV,
+                    SUMMARY_JSON, TIMING_CSV, Shard, timing_path,
                     adv_path, adv_shard_path, cell_path, data_path, figures_dir, html_path, input_path, model_path, module_file, notebook_path, pipeline_dvc_yaml, re_path, re_shard_path,
                     report_path, shard_suffix, with_sidecar)
 from .registry import model_refs
@@ -51,7 +52,7 @@ class Stage:
     @property
     def defense(self) -> str | None:
         """The defense whose stages this one belongs to (None: data, models, tables, reports)."""
-        if self.family in ("defend", "revert", "attack"):
+        if self.family in ("defend", "revert", "attack", "timing"):
             return self.args[0]
         return self.args[1] if self.family == "gather" else None
 
@@ -96,7 +97,8 @@ def models_needed(p: Params) -> list[str]:
     first, the models those are built from (a wrapper's base model, a denoiser's target): a
     topological order, so a model stage always comes after the stages of the models it reads."""
     g = p.grid
-    roots = [*g.names("victims"), *(m for d in g.names("defenses") for m in model_refs(p.defenses[d])),
+    defenses = dict.fromkeys([*g.names("defenses"), *p.timing.defenses])
+    roots = [*g.names("victims"), *(m for d in defenses for m in model_refs(p.defenses[d])),
              *(m for r in g.names("reversions") for m in model_refs(p.reversions[r])),
              *(m for a in g.names("attacks") for m in model_refs(p.attacks[a]))]
     order: list[str] = []
@@ -170,16 +172,24 @@ def build(p: Params) -> list[Stage]:
                              model_path(v),
                              *_code("preempt.stages.gather", "preempt.stages.attack", "preempt.metrics")),
                             params, outs))
-    stages.append(Stage("aggregate", (), (*(cell_path(*c) for c in cells), CLAIMS_FILE,
-                                          *_code("preempt.stages.aggregate", "preempt.claims", "preempt.published")),
-                        ("grid",), (METRICS_CSV, CLAIMS_CSV), metrics=(CLAIMS_JSON, SUMMARY_JSON)))
+    for d in p.timing.defenses:  # the speed claims' repeated timings (preempt.stages.timing)
+        dcfg = p.defenses[d]
+        stages.append(Stage("timing", (d,), (*test, *_models(roles(dcfg).values()),
+                                              *_code("preempt.stages.timing", "preempt.stages.defend",
+                                                     DEFENSES[dcfg.method].module)),
+                            (f"defenses.{d}", "timing", "runtime"), (timing_path(d),)))
+    stages.append(Stage("aggregate", (), (*(cell_path(*c) for c in cells), *(timing_path(d) for d in p.timing.defenses),
+                                          CLAIMS_FILE, *_code("preempt.stages.aggregate", "preempt.claims",
+                                                              "preempt.stats", "preempt.published")),
+                        ("grid", *(("statistics",) if "statistics" in p.raw else ())), (METRICS_CSV, OUTCOMES_CSV, TIMING_CSV, CLAIMS_CSV),
+                        metrics=(CLAIMS_JSON, SUMMARY_JSON)))
     for nb in p.report.notebooks:
         inputs = report_inputs(p, nb)
         modules = ("preempt.stages.report", "preempt.plots", "preempt.published", "preempt.papers",
                    *((f"preempt.papers.{nb}",) if nb in papers.PAPERS else ()))
         stages.append(Stage(
             "report", (nb,),
-            (METRICS_CSV, CLAIMS_CSV, notebook_path(nb), PUBLISHED_CSV, *experiment_files(), inputs["data"],
+            (METRICS_CSV, OUTCOMES_CSV, CLAIMS_CSV, notebook_path(nb), PUBLISHED_CSV, *experiment_files(), inputs["data"],
              *inputs["re"].values(), *inputs["adv"].values(), *inputs["revert"].values(), *_code(*modules)),
             ("report", "grid"), (report_path(nb), html_path(nb)), (figures_dir(nb),),
             plots=tuple((f"{figures_dir(nb)}/{e.id}.csv", dict(e.plot)) for e in _exhibits(nb) if e.plot)))

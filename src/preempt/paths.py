@@ -8,7 +8,8 @@ Stage family -> what it writes (the README's table of outputs says the same):
 ``data`` -> results/data, ``model`` -> results/models, ``defend`` -> results/re (robust examples),
 ``revert`` -> results/inputs (the attacker's input), ``attack`` -> results/adv (adversarial
 examples) and results/cells (metrics), ``gather`` -> results/re or results/adv + cells from
-results/shards, ``aggregate`` -> results/metrics.csv, ``report`` -> reports/.
+results/shards, ``timing`` -> results/timing (repeated timings of the defenses), ``aggregate`` ->
+results/metrics.csv (+ outcomes, timing, claims), ``report`` -> reports/.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ RESULTS = Path("results")
 REPORTS = Path("reports")
 SRC = Path("src/preempt")
 METRICS_CSV = str(RESULTS / "metrics.csv")
-CLAIMS_CSV = str(RESULTS / "claims.csv")  # the papers' claims checked on metrics.csv (preempt.claims)
-CLAIMS_JSON = str(RESULTS / "claims.json")  # the same as DVC metrics: claim -> 1 holds / 0 fails
+OUTCOMES_CSV = str(RESULTS / "outcomes.csv.gz")  # per cell and image: correct on orig/RE/input/after the attack
+TIMING_CSV = str(RESULTS / "timing.csv")  # the timing block's repeats: defense, repeat, seconds per image
+CLAIMS_CSV = str(RESULTS / "claims.csv")  # the papers' claims checked on the outcomes (preempt.claims)
+CLAIMS_JSON = str(RESULTS / "claims.json")  # the same as DVC metrics: claim -> 1 holds / 0 inconclusive / -1 fails
 SUMMARY_JSON = str(RESULTS / "summary.json")  # DVC metrics: per defense, means over the main table
 CONFIG_DIR = "config"  # the experiment files (and published.csv, claims.yaml)
 CLAIMS_FILE = "config/claims.yaml"  # the claims themselves
@@ -67,6 +70,10 @@ def adv_path(defense: str, reversion: str, victim: str, attack: str) -> str:
 
 def cell_path(defense: str, reversion: str, victim: str, attack: str) -> str:
     return str(RESULTS / "cells" / defense / reversion / victim / f"{attack}.json")
+
+
+def timing_path(defense: str) -> str:
+    return str(RESULTS / "timing" / f"{defense}.json")
 
 
 def report_path(notebook: str) -> str:

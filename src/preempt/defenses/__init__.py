@@ -11,7 +11,8 @@ the batch size; without it (tests, an attacker re-running the defense) it draws 
 ``trace`` (optional) collects per-iteration diagnostics of the defenses that keep them.
 ``label_shift`` (per image, 0 = keep) implements Fast Preemption's evaluation protocol for
 reversion attacks (Sec. 4.3): a defense entry with ``mislabel`` protects a wrong label for a fixed
-share of the images, see :class:`MislabelConfig`. The attacker re-running the defense never gets it.
+share of the images, see :class:`MislabelConfig`; the white-box attacker re-running the defense gets
+the same shift, the others do not (``preempt.stages.revert``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 from typing import Callable, Literal, Mapping
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from ..registry import MethodConfig, Registry, is_model_ref
@@ -32,25 +33,47 @@ LabelSource = Literal["classifier", "ground_truth", "backbone"]
 
 
 class MislabelConfig(MethodConfig):
-    """Fast Preemption's evaluation protocol for reversion attacks (Wang et al., Sec. 4.3).
+    """Fast Preemption's evaluation protocol for reversion attacks (Wang et al., Secs. 4.2-4.3).
 
-    A drop of accuracy after a reversion may be reversion or plain distortion. So the defense is
-    given a wrong label for ``fraction`` of the images: it pushes those towards the wrong class and
-    the REs' accuracy falls below the original. A reversion that really undoes the defense brings
-    the accuracy back up towards the original; distortion pushes it further down
-    (``reversion_recovery`` in metrics.csv). The paper leaves the fraction and the wrong class
-    open (its wrong labels are a weaker classifier's errors, about 11%); here exactly
-    round(fraction * n_eval) images, drawn uniformly with ``seed`` over the evaluation set (the
-    same images whatever the batching or sharding), get ``pick``: ``random`` = a class drawn
-    uniformly from the other C - 1 (the standard choice), ``next`` = (y + 1) mod C."""
+    A drop of accuracy after a reversion may be reversion or plain distortion. So the defense
+    protects some wrong labels: it pushes those images towards a wrong class and the REs' accuracy
+    falls below the original. A reversion that really undoes the defense brings the accuracy back
+    up towards the original; distortion pushes it further down. Two variants:
 
-    fraction: float = Field(gt=0, le=1)
+    - ``variant: weak_labeller`` (the paper's, Table 3): the wrong labels are the natural errors of
+      a weaker labelling classifier, the defense's own ``classifier`` (e.g. a briefly trained
+      one). Nothing else changes: the white-box attacker re-runs the defense with the defender's
+      backbone and that same classifier; a gray/black-box one with its own models.
+    - ``variant: synthetic``: exactly round(fraction * n_eval) images, drawn uniformly with
+      ``seed`` over the evaluation set (the same images whatever the batching or sharding), get
+      ``pick``: ``random`` = a class drawn uniformly from the other C - 1, ``next`` = (y + 1) mod C.
+      The white-box attacker knows the settings, so its re-run applies the same shift to its own
+      labels; a black-box attacker does not (``preempt.stages.revert``).
+    """
+
+    variant: Literal["synthetic", "weak_labeller"] = "synthetic"
+    fraction: float | None = Field(None, gt=0, le=1, description="synthetic: the share of wrong labels")
     seed: int = 0
     pick: Literal["random", "next"] = "random"
 
-    def shifts(self, n: int, n_classes: int) -> torch.Tensor:
+    @model_validator(mode="after")
+    def _variant(self) -> "MislabelConfig":
+        if self.variant == "synthetic" and self.fraction is None:
+            raise ValueError("the synthetic variant needs fraction (the share of wrong labels), e.g. 0.5")
+        if self.variant == "weak_labeller" and self.fraction is not None:
+            raise ValueError("the weak_labeller variant takes its wrong labels from the defense's classifier; "
+                             "drop fraction (or use variant: synthetic)")
+        return self
+
+    def tag(self) -> str:
+        """What the protocol adds to a defense's ref."""
+        return "+mislabel-weak" if self.variant == "weak_labeller" else f"+mislabel{self.fraction:g}"
+
+    def shifts(self, n: int, n_classes: int) -> torch.Tensor | None:
         """Per image of the evaluation set: 0 (label kept) or the class offset k in 1..C-1 that
-        turns label y into (y + k) mod C."""
+        turns label y into (y + k) mod C; None for the weak labeller (its labels are its own)."""
+        if self.variant == "weak_labeller" or self.fraction is None:
+            return None
         gen = torch.Generator().manual_seed(self.seed)
         chosen = torch.randperm(n, generator=gen)[:round(self.fraction * n)]
         offset = (torch.randint(1, max(n_classes, 2), (n,), generator=gen) if self.pick == "random"
@@ -73,7 +96,7 @@ class DefenseConfig(MethodConfig):
 
     def with_mislabel(self, ref: str) -> str:
         """``ref`` plus the evaluation protocol's mislabel share, if any (a different experiment)."""
-        return ref if self.mislabel is None else f"{ref}+mislabel{self.mislabel.fraction:g}"
+        return ref if self.mislabel is None else f"{ref}{self.mislabel.tag()}"
 
 
 def roles(cfg: MethodConfig) -> dict[str, str]:

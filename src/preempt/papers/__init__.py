@@ -39,13 +39,15 @@ class Shown:
     figure: Path | None = None
     csv: Path | None = None
     note: str = ""
+    extra: tuple[tuple[str, pd.DataFrame], ...] = ()  # further tables, each under its title
 
 
 @dataclass
 class Results:
     """One experiment's results as the exhibits read them.
 
-    ``metrics``: results/metrics.csv; ``claims``: results/claims.csv; ``published``: the published
+    ``metrics``: results/metrics.csv; ``outcomes``: results/outcomes.csv.gz (per cell and image);
+    ``claims``: results/claims.csv; ``published``: the published
     numbers (config/published.csv); ``paths``: artifact paths by kind (``data``: the test split;
     ``re``: defense -> RE; ``adv``: "defense/reversion/victim/attack" -> adversarial examples;
     ``revert``: "defense/reversion" -> reverted REs); ``producers``: exhibit key -> the experiment
@@ -54,6 +56,7 @@ class Results:
     metrics: pd.DataFrame
     figures_dir: Path
     claims: pd.DataFrame = field(default_factory=pd.DataFrame)
+    outcomes: pd.DataFrame = field(default_factory=pd.DataFrame)
     published: pd.DataFrame = field(default_factory=pd.DataFrame)
     paths: dict[str, Any] = field(default_factory=dict)
     producers: dict[str, list[str]] = field(default_factory=dict)
@@ -125,20 +128,53 @@ def exhibit_keys() -> list[str]:
 # --- what the paper notebooks call (kept here so the notebooks stay a loop) ----------------------
 
 def open_results(*, metrics_csv: str, figures_dir: str, claims_csv: str = "", published_csv: str = "",
-                 paths: dict[str, Any] | None = None, producers: dict[str, list[str]] | None = None,
-                 params: dict[str, Any] | None = None) -> Results:
+                 outcomes_csv: str = "", paths: dict[str, Any] | None = None,
+                 producers: dict[str, list[str]] | None = None, params: dict[str, Any] | None = None) -> Results:
     return Results(metrics=pd.read_csv(metrics_csv), figures_dir=Path(figures_dir),
                    claims=pd.read_csv(claims_csv) if claims_csv else pd.DataFrame(),
+                   outcomes=pd.read_csv(outcomes_csv) if outcomes_csv and Path(outcomes_csv).is_file() else pd.DataFrame(),
                    published=load_published(published_csv) if published_csv else pd.DataFrame(),
                    paths=paths or {}, producers=producers or {}, params=params or {})
 
 
-def claims_table(paper: Paper, res: Results) -> pd.DataFrame:
-    """The paper's claims as checked on this experiment (results/claims.csv), verdict first."""
+CLAIM_COLUMNS = ["verdict", "statement", "exhibit", "estimate", "95% CI", "n", "p", "threshold", "test", "numbers", "claim"]
+VERDICT_COLOURS = {"holds": "#d8efd3", "fails": "#f6d2cf", "inconclusive": "#fbefc4"}  # others: grey
+
+
+def claims_table(paper: Paper | None, res: Results) -> pd.DataFrame:
+    """The paper's claims (all, without a paper) as checked on this experiment
+    (results/claims.csv): verdict first, then the estimate, its interval, n, p and the threshold."""
     if res.claims.empty:
-        return res.claims
-    df = res.claims[res.claims["paper"] == paper.id]
-    return df[["verdict", "statement", "exhibit", "numbers", "claim"]].reset_index(drop=True)
+        return pd.DataFrame(columns=CLAIM_COLUMNS)
+    df = res.claims if paper is None else res.claims[res.claims["paper"] == paper.id]
+    est = df["difference"].where(df["difference"].notna(), df["ratio"]) if "difference" in df else pd.Series(dtype=float)
+    out = pd.DataFrame({
+        "verdict": df["verdict"], "statement": df["statement"], "exhibit": df["exhibit"],
+        "estimate": est.map(sig3), "95% CI": [f"[{sig3(a)}, {sig3(b)}]" if pd.notna(a) else ""
+                                              for a, b in zip(df.get("ci_low", est), df.get("ci_high", est))],
+        "n": df.get("n", pd.Series(index=df.index, dtype=float)).map(lambda v: "" if pd.isna(v) else f"{int(v)}"),
+        "p": df.get("p", pd.Series(index=df.index, dtype=float)).map(lambda v: "" if pd.isna(v) else f"{v:.2g}"),
+        "threshold": df.get("threshold", ""), "test": df.get("test", ""),
+        "numbers": df["numbers"].fillna("").astype(str) + df.get("note", pd.Series("", index=df.index)).fillna("").map(
+            lambda t: f" ({t})" if t else ""),
+        "claim": df["claim"]})
+    return out.fillna("").reset_index(drop=True)
+
+
+def sig3(v: Any) -> str:
+    """A number to 3 significant digits ("" when missing): what the reports show."""
+    if v is None or (isinstance(v, float) and pd.isna(v)) or v == "":
+        return ""
+    v = float(v)
+    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:,.0f}"
+
+
+def style_claims(table: pd.DataFrame) -> Any:
+    """The claims table with each verdict coloured (holds green, fails red, inconclusive amber,
+    not comparable / not measured grey): a pandas Styler, rendered by the notebooks and their HTML."""
+    def colour(v: str) -> str:
+        return f"background-color: {VERDICT_COLOURS.get(str(v), '#e8e8e8')}"
+    return table.style.map(colour, subset=["verdict"]).hide(axis="index")
 
 
 def build(exhibit: Exhibit, res: Results) -> Shown | None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import torch
 
-from . import Exhibit, Paper, Results, Shown, figure, grey_map, image_grid, mean_table, register, save_figure, schedule_of
+from .. import stats
+from . import (Exhibit, Paper, Results, Shown, figure, grey_map, image_grid, mean_table, register, save_figure, schedule_of,
+               sig3)
 
 P = "fast_preemption"
 
@@ -32,25 +36,74 @@ def table2(res: Results, e: Exhibit) -> Shown | None:
     return Shown(table=t.round(1))
 
 
+REVERSION_ORDER = ("none", "jpeg", "jpeg50", "bitdepth", "gaussian", "resize_pad", "diffpure", "white", "gray", "black")
+
+
+def variant(defense_ref: str) -> str:
+    """Which mislabel protocol a defense ran (its ref's suffix)."""
+    if defense_ref.endswith("+mislabel-weak"):
+        return "weak labeller"
+    share = re.search(r"\+mislabel([0-9.]+)$", defense_ref)
+    return f"synthetic {100 * float(share.group(1)):g}%" if share else "none"
+
+
 def table3(res: Results, e: Exhibit) -> Shown | None:
     """The mislabel protocol: Original, then per defense the clean accuracy of the RE (Clean) and
-    after each reversion (JPEG, purification, white-box, black-box), mean over victims."""
+    after each reversion (JPEG, purification, white-box, black-box), mean over victims; then, per
+    defense, victim and reversion, the per-image counts that make it a test (see :func:`per_image`)."""
     cells = res.cells(e.key)
     if cells.empty:
         return None
     per = cells.groupby(["defense", "reversion", "victim"], sort=False)[["clean_acc", "orig_acc", "re_acc"]].first()
     t = per["clean_acc"].groupby(level=["defense", "reversion"], sort=False).mean().unstack("reversion")
-    order = [r for r in ("none", "jpeg", "jpeg50", "bitdepth", "gaussian", "resize_pad", "diffpure", "white", "gray",
-                         "black") if r in t.columns]
+    order = [r for r in REVERSION_ORDER if r in t.columns]
     t = t[order + [c for c in t.columns if c not in order]].rename(columns={"none": "Clean (RE)"})
     t.insert(0, "Original", per["orig_acc"].groupby(level="defense", sort=False).mean())
-    t.insert(1, "labels wrong %", cells.groupby("defense", sort=False)["defense_ref"].first()
-             .str.extract(r"mislabel([0-9.]+)")[0].astype(float).fillna(0).mul(100))
-    rec = cells[cells["reversion"] != "none"].pivot_table(index="defense", columns="reversion",
-                                                          values="reversion_recovery", aggfunc="mean", sort=False)
-    note = ("Reversion recovery (1 = back to Original, 0 = no change, < 0 = further away): "
-            + "; ".join(f"{d}: " + ", ".join(f"{r} {v:+.2f}" for r, v in row.dropna().items()) for d, row in rec.iterrows()))
-    return Shown(table=t.round(1), note=note)
+    t.insert(0, "protocol", cells.groupby("defense", sort=False)["defense_ref"].first().map(variant))
+    counts = per_image(res, cells)
+    note = ("Accuracies (%) are means over victims. The per-image table: of the images the defense turned wrong "
+            "(right on the original, wrong on the RE), how many the reversion restores; of those it left right, how "
+            "many the reversion breaks; both with exact 95% intervals, and the recovery share (reverted - RE) / "
+            "(original - RE) with its paired-bootstrap interval, or *drop too small to judge* when the defense's "
+            "drop has an interval containing 0. White-box: the defender's models and settings (its weak labeller, "
+            "or the synthetic shift); black-box: the attacker's own backbone and labels.")
+    return Shown(table=t.round(2), note=note, extra=(("Table 3 per image", counts),) if len(counts) else ())
+
+
+def per_image(res: Results, cells: pd.DataFrame) -> pd.DataFrame:
+    """Per defense, victim and reversion: the defense's drop (orig - RE, points, 95% CI), the
+    images it broke and how many the reversion restores, the images it kept and how many the
+    reversion breaks, and the recovery share with its interval (``preempt.stats``)."""
+    if res.outcomes.empty:
+        return pd.DataFrame()
+    out = res.outcomes.set_index(["defense", "reversion", "victim", "attack"]).sort_index()
+    rows = []
+    for c in cells[cells["reversion"] != "none"].itertuples():
+        key = (c.defense, c.reversion, c.victim, c.attack)
+        if key not in out.index:
+            continue
+        o = out.loc[[key]]
+        orig, re_, rev = (o[k].to_numpy(float) for k in ("orig", "re", "input"))
+        broken, kept = (orig == 1) & (re_ == 0), re_ == 1
+        restored = stats.proportion(int((rev[broken] == 1).sum()), int(broken.sum()))
+        lost = stats.proportion(int((rev[kept] == 0).sum()), int(kept.sum()))
+        share, drop = stats.recovery(orig, re_, rev)
+        rows.append({"defense": c.defense, "protocol": variant(str(c.defense_ref)), "victim": c.victim,
+                     "reversion": c.reversion, "drop (points)": _ci(drop),
+                     "restored / broken by the defense": _count(restored),
+                     "broken / kept by the defense": _count(lost),
+                     "recovery": share.note.split(":")[0] if share.note else _ci(share)})
+    return pd.DataFrame(rows).set_index(["defense", "protocol", "victim", "reversion"]) if rows else pd.DataFrame()
+
+
+def _ci(est: stats.Estimate) -> str:
+    return f"{sig3(est.value)} [{sig3(est.low)}, {sig3(est.high)}]"
+
+
+def _count(est: stats.Estimate) -> str:
+    if est.n == 0:
+        return "0 / 0"
+    return f"{round(est.value * est.n)} / {est.n} ({100 * est.value:.3g}% [{100 * est.low:.3g}, {100 * est.high:.3g}])"
 
 
 def _pick(res: Results, e: Exhibit) -> tuple[pd.DataFrame, str | None, str | None]:

@@ -19,6 +19,14 @@ the victim: ``robust_acc`` is the mean over surrogates and ``robust_acc_by_surro
 each. ``robust_acc_ball`` also counts as robust an example whose attack left the ``threat_eps``
 ball of the true original (equal to ``robust_acc`` when the attack sets no ``threat_eps``).
 
+Per image, the cell also keeps its outcomes (``outcomes`` in the cell's JSON, one list per
+column of :data:`OUTCOMES`): the victim correct on the original image (``orig``), on the RE
+(``re``), on the attacker's input (``input``), after the attack (``robust``: the share of
+surrogates a transfer attack fails with; ``robust_ball``) and, for certification, the certified
+radius of a correct prediction (``cert``; -1 for an abstention or a wrong class). The aggregate
+stage joins them into ``results/outcomes.csv.gz``: two cells on the same images are then paired
+samples (``preempt.stats``).
+
 The attack runs batch by batch (``runtime.batch_size``), each batch with its own seeded
 generator, so a shard (``--shard I/K``, whole batches) crafts exactly the examples the unsharded
 stage crafts for its images; it saves them, and ``gather adv`` joins the shards and scores the
@@ -42,6 +50,7 @@ from ..runtime import batch_generator, log, progress, shard_range
 from . import Context, provenance
 
 Cell = tuple[str, str, str, str]  # defense, reversion, victim, attack
+OUTCOMES = ("orig", "re", "input", "robust", "robust_ball", "cert")  # per-image columns (module docstring)
 
 
 def n_attacked(acfg: AttackConfig, n: int) -> int:
@@ -86,7 +95,7 @@ def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: tor
     n = len(next(iter(advs.values())))
     x_in, y, x0 = x_in[:n], y[:n], x0[:n]
     threat = acfg.threat_eps
-    robust, robust_ball, correct = {}, {}, {}
+    robust, robust_ball, correct, correct_ball = {}, {}, {}, {}
     for name, x_adv in advs.items():
         pred = metrics.predict(model, x_adv)
         correct[name] = pred == y
@@ -95,10 +104,14 @@ def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: tor
             d = (x_adv - x0).flatten(1)
             dist = d.abs().amax(1) if acfg.norm == "Linf" else d.norm(dim=1)  # in the attack's norm
             pred = torch.where(dist > threat + 1e-6, y, pred)
+        correct_ball[name] = pred == y
         robust_ball[name] = metrics.accuracy(pred, y)
     x_adv = next(iter(advs.values()))
     lp, lp_note = metrics.lpips(x_in.cpu(), x0.cpu(), p.metrics.lpips_net)
-    clean_acc = metrics.accuracy(metrics.predict(model, x_in), y)
+    pred_in = metrics.predict(model, x_in)  # once: a randomized victim must give one answer per image
+    clean_acc = metrics.accuracy(pred_in, y)
+    outcomes = {"input": pred_in == y, "robust": torch.stack(list(correct.values())).float().mean(0),
+                "robust_ball": torch.stack(list(correct_ball.values())).float().mean(0)}
     row = {
         "dataset": p.dataset.name, "defense": defense, "victim": victim, "attack": attack,
         "reversion": reversion, "n": n,
@@ -112,13 +125,18 @@ def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: tor
         "adv_linf": max(float((a - x_in).flatten(1).abs().amax(1).max()) if n else 0.0 for a in advs.values()),
         "sec_per_image": meta["defense_sec_per_image"],
         "attack_sec_per_image": seconds / max(n, 1),
-        **diagnostics(ctx, cell, x_in, y, x0, model, next(iter(correct.values())), clean_acc),
+        **diagnostics(ctx, cell, x_in, y, x0, model, next(iter(correct.values())), clean_acc, outcomes),
     }
     t0 = time.perf_counter()
     measured = acfg.measure(model, x_in, y, batch_generator(acfg.seed, 0, ctx.device))
     row["attack_sec_per_image"] += (time.perf_counter() - t0) / max(n, 1)  # certification is the attack's time
     row.update({k: v for k, v in measured.items() if not isinstance(v, torch.Tensor)})
     per_image = {k: v for k, v in measured.items() if isinstance(v, torch.Tensor)}  # e.g. certified radii
+    if "radius" in per_image:  # certification: the certified radius of a correct prediction, -1 otherwise
+        right = per_image["certified_class"].to(y.device) == y
+        outcomes["cert"] = torch.where(right, per_image["radius"].to(y.device).float().clamp(max=1e6), -1.0)
+        outcomes["robust"] = outcomes["robust_ball"] = (outcomes["cert"] >= acfg.eps).float()  # as robust_acc
+    row["outcomes"] = {k: [_compact(v) for v in outcomes[k].float().tolist()] for k in OUTCOMES if k in outcomes}
     extra = {f"x_{s}": a for s, a in advs.items()} if surrogates else {}
     # ``correct``: per image, still correct after the (first surrogate's) attack (success/failure figures)
     artifacts.save(paths.adv_path(*cell), {"x": x_adv, "y": y, "correct": next(iter(correct.values())), **extra, **per_image},
@@ -128,18 +146,30 @@ def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: tor
              paths.cell_path(*cell))
 
 
+def _compact(v: float) -> float | int:
+    """0/1 outcomes as ints, shares and radii rounded: a small cell JSON."""
+    return int(v) if v in (0.0, 1.0) else round(v, 6)
+
+
 def diagnostics(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: torch.Tensor,
-                model: torch.nn.Module, robust: torch.Tensor, clean_acc: float) -> dict[str, float | None]:
+                model: torch.nn.Module, robust: torch.Tensor, clean_acc: float,
+                outcomes: dict[str, torch.Tensor]) -> dict[str, float | None]:
     """The protocol accuracies and MSPD's Table XI columns of a cell (see the module docstring);
-    ``robust`` marks the images still correct after the (first surrogate's) attack."""
+    ``robust`` marks the images still correct after the (first surrogate's) attack. Adds the
+    per-image ``orig`` and ``re`` outcomes to ``outcomes``."""
     defense, reversion, _, _ = cell
     n = len(y)
-    orig_acc = metrics.accuracy(metrics.predict(model, x0), y)
+    pred0 = metrics.predict(model, x0)
+    outcomes["orig"] = pred0 == y
+    orig_acc = metrics.accuracy(pred0, y)
     if reversion == "none":
         re_acc = clean_acc
+        outcomes["re"] = outcomes["input"]
     else:
         x_re = artifacts.load(paths.re_path(defense))[0]["x"][:n].to(ctx.device)
-        re_acc = metrics.accuracy(metrics.predict(model, x_re), y)
+        pred_re = metrics.predict(model, x_re)
+        outcomes["re"] = pred_re == y
+        re_acc = metrics.accuracy(pred_re, y)
     ce = metrics.cross_entropy(model, x_in, y)
     backbone = roles(ctx.params.defenses[defense]).get("backbone")
     k = min(n, ctx.params.metrics.grad_sim_images)

@@ -15,9 +15,10 @@ for MCGS the batch size changes the REs only through the kernels' own batch depe
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Mapping
 
 import torch
+from torch import nn
 
 from .. import artifacts, defenses, paths
 from ..paths import Shard
@@ -32,6 +33,29 @@ def record(ctx: Context, name: str, seconds: float, n: int, **extra: Any) -> dic
                       sec_per_image=seconds / max(n, 1), **extra)
 
 
+def compute(cfg: defenses.DefenseConfig, x: torch.Tensor, y: torch.Tensor, models: Mapping[str, nn.Module], *,
+            lo: int, batch_size: int, device: torch.device, shift: torch.Tensor | None = None,
+            desc: str = "defend") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """REs of images ``lo..lo+len(x)`` of the evaluation set, batch by batch, each batch and image
+    with its own seeded randomness (the module docstring), and the traced diagnostics; returns when
+    the device is done (a GPU is synchronised), so that the caller's clock measures the work."""
+    parts = [x[:0]]
+    traces: list[dict[str, torch.Tensor]] = []
+    bs = batch_size
+    for i in progress(range(0, len(x), bs), desc=desc, total=-(-len(x) // bs)):
+        gen = batch_generator(cfg.seed, lo + i, device)
+        trace: defenses.Trace = {}
+        streams = ImageStreams(cfg.seed, range(lo + i, lo + min(i + bs, len(x))), device)
+        parts.append(defenses.run(cfg, x[i:i + bs], models=models, y_true=y[i:i + bs], generator=gen,
+                                  label_shift=None if shift is None else shift[i:i + bs], trace=trace,
+                                  streams=streams))
+        traces.append({f"trace_{k}": torch.stack(v, 1) for k, v in trace.items()})  # image x iteration
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    diag = {k: torch.cat([t[k] for t in traces]) for k in traces[0]} if traces else {}
+    return torch.cat(parts), diag
+
+
 def run(ctx: Context, name: str, shard: Shard | None = None) -> None:
     cfg = ctx.params.defenses[name]
     data, _ = artifacts.load(paths.data_path("test"))
@@ -39,27 +63,15 @@ def run(ctx: Context, name: str, shard: Shard | None = None) -> None:
     lo, hi = shard_range(len(data["x"]), bs, shard)
     x, y = data["x"][lo:hi].to(ctx.device), data["y"][lo:hi].to(ctx.device)
     models = ctx.role_models(cfg)
-    shift = cfg.mislabel.shifts(len(data["x"]), ctx.env.spec.n_classes)[lo:hi] if cfg.mislabel else None
+    shifts = cfg.mislabel.shifts(len(data["x"]), ctx.env.spec.n_classes) if cfg.mislabel else None
+    shift = None if shifts is None else shifts[lo:hi]
     where = f" (shard {paths.shard_suffix(shard)}: images {lo}-{hi})" if shard else ""
     log.info("defense %s (%s) on %d images%s, batch %d%s", name, cfg.method, len(x), where, bs,
              f", {int((shift != 0).sum())} of them with a wrong label (mislabel protocol)" if shift is not None else "")
-    parts = [x[:0]]
-    traces: list[dict[str, torch.Tensor]] = []
     t0 = time.perf_counter()
-    for i in progress(range(0, len(x), bs), desc=f"defend {name}", total=-(-len(x) // bs)):
-        gen = batch_generator(cfg.seed, lo + i, ctx.device)
-        trace: defenses.Trace = {}
-        streams = ImageStreams(cfg.seed, range(lo + i, lo + min(i + bs, len(x))), ctx.device)
-        parts.append(defenses.run(cfg, x[i:i + bs], models=models, y_true=y[i:i + bs], generator=gen,
-                                  label_shift=None if shift is None else shift[i:i + bs], trace=trace,
-                                  streams=streams))
-        traces.append({f"trace_{k}": torch.stack(v, 1) for k, v in trace.items()})  # image x iteration
-    if ctx.device.type == "cuda":
-        torch.cuda.synchronize()
+    x_r, diag = compute(cfg, x, y, models, lo=lo, batch_size=bs, device=ctx.device, shift=shift, desc=f"defend {name}")
     seconds = time.perf_counter() - t0
-    x_r = torch.cat(parts)
     out = paths.re_shard_path(name, shard) if shard else paths.re_path(name)
-    diag = {k: torch.cat([t[k] for t in traces]) for k in traces[0]} if traces else {}
     artifacts.save(out, {"x": x_r, "y": y, **diag}, record(ctx, name, seconds, len(x), shard=list(shard) if shard else None,
                                                     range=[lo, hi], mislabeled=None if shift is None else int((shift != 0).sum())))
     log.info("defense %s: %.4f s/image, max |x_r - x| = %.4f -> %s", name, seconds / max(len(x), 1),

@@ -56,7 +56,8 @@ def parameters(ctx: Context, notebook: str, figures: Path) -> dict[str, Any]:
             "figures_dir": str(figures.resolve()), "n_examples": r.n_examples, "perturbation_gain": r.perturbation_gain}
     if notebook == "results":
         return {**base, "data_path": absolute["data"], "re_paths": absolute["re"]}
-    return {**base, "claims_csv": os.path.abspath(paths.CLAIMS_CSV), "artifact_paths": absolute,
+    return {**base, "claims_csv": os.path.abspath(paths.CLAIMS_CSV), "outcomes_csv": os.path.abspath(paths.OUTCOMES_CSV),
+            "artifact_paths": absolute,
             "producers": producers(), "params_file": paths.PARAMS_FILE}
 
 

@@ -2,6 +2,13 @@
 
 Besides ``x`` and ``y``, the artifact holds each image's distance to the original image
 (``dist_l2``, ``dist_linf``): for ``reconstruct``, Moon et al.'s Fig. 3 histogram.
+
+The white-box attacker (a reversion that re-runs the defense with the defender's own models)
+knows "both the backbone model and defense algorithm (including settings)" (Fast Preemption,
+Sec. 4.2): under the synthetic mislabel protocol (``defenses.<d>.mislabel``) its re-run uses the
+same label source *including the shift*; a gray- or black-box attacker does not get the shift.
+Under the paper's own protocol (a weak labelling classifier) there is nothing extra to know: the
+white-box re-run uses the defender's classifier, whose errors are the wrong labels.
 """
 
 from __future__ import annotations
@@ -26,21 +33,32 @@ def run(ctx: Context, defense: str, reversion: str) -> None:
     gen = generator(seed, ctx.device)
     cache: dict[str, nn.Module] = {}
 
+    # the synthetic protocol's shift, per image of the evaluation set, for an attacker who knows it
+    knows_shift = dcfg.mislabel is not None and getattr(rcfg, "uses_defense_models", lambda: False)()
+    shift_all = dcfg.mislabel.shifts(len(x_r), ctx.env.spec.n_classes) if dcfg.mislabel is not None and knows_shift else None
+    batch = slice(0, 0)
+
     def redefend(x: torch.Tensor, overrides: dict[str, str], **updates: object) -> torch.Tensor:
         cfg = defenses.with_roles(dcfg, overrides)
+        shift = shift_all[batch] if shift_all is not None and not overrides else None
         if updates:
             unknown = [k for k in updates if k not in type(cfg).model_fields]
             if unknown:  # e.g. the 'none' defense has no dynamics to reverse: nothing to undo
                 log.info("defense %s has no %s; reversion %s leaves its input unchanged", defense, unknown, reversion)
                 return x.clone()
             cfg = cfg.model_copy(update=updates)
-        return defenses.run(cfg, x, models=ctx.role_models(cfg, cache), y_true=None, generator=gen)
+        return defenses.run(cfg, x, models=ctx.role_models(cfg, cache), y_true=None, generator=gen, label_shift=shift)
 
-    log.info("reversion %s on defense %s (%d images)", reversion, defense, len(x_r))
+    log.info("reversion %s on defense %s (%d images)%s", reversion, defense, len(x_r),
+             "; the white-box attacker re-runs it with the same wrong-label shift" if shift_all is not None else "")
     t0 = time.perf_counter()
     bs = ctx.params.runtime.batch(ctx.device, x_r.shape[1:])
     revert = REVERSIONS[rcfg.method].fn
-    x_t = torch.cat([revert(x_r[i:i + bs], cfg=rcfg, redefend=redefend, generator=gen) for i in range(0, len(x_r), bs)])
+    parts = []
+    for i in range(0, len(x_r), bs):
+        batch = slice(i, i + bs)
+        parts.append(revert(x_r[batch], cfg=rcfg, redefend=redefend, generator=gen))
+    x_t = torch.cat(parts)
     seconds = time.perf_counter() - t0
     out = paths.input_path(defense, reversion)
     x0 = artifacts.load(paths.data_path("test"))[0]["x"].to(x_t.device)
