@@ -24,11 +24,12 @@ def test_one_pipeline_file_per_defense_and_dvc_addresses_its_stages(params) -> N
     """Each defense's stages sit in pipelines/<defense>/dvc.yaml, which runs them from the root."""
     stages = dag.build(params)
     files = dvcfile.dvc_files(stages)
-    assert set(files) == {"dvc.yaml", *(f"pipelines/{d}/dvc.yaml" for d in params.grid.names("defenses"))}
+    defenses = {*params.grid.names("defenses"), *params.timing.defenses}  # a timed defense need not be in the grid
+    assert set(files) == {"dvc.yaml", *(f"pipelines/{d}/dvc.yaml" for d in defenses)}
     for st in stages:
         doc = yaml.safe_load(files[st.dvc_file])["stages"]
         assert st.name in doc
-        if st.family in ("defend", "revert", "attack", "gather"):
+        if st.family in ("defend", "revert", "attack", "gather", "timing"):
             assert st.dvc_file == f"pipelines/{st.defense}/dvc.yaml" and doc[st.name]["wdir"] == "../.."
             assert st.target == f"{st.dvc_file}:{st.name}"
         else:
@@ -58,8 +59,8 @@ def test_grid_cells_and_their_params(params) -> None:
     for block in g.extra.values():
         assert set(block.product()) <= set(g.cells())
     mcgs = [s for s in stages if "defenses.mcgs" in s.params]
-    # editing one defense touches exactly: its RE stage and its reversions (attacks follow by file)
-    assert {s.family for s in mcgs} == {"defend", "revert"}
+    # editing one defense touches exactly: its RE stage, its reversions (attacks follow by file) and its timing
+    assert {s.family for s in mcgs} == {"defend", "revert", "timing"}
     assert all("mcgs" in s.args for s in mcgs)
 
 

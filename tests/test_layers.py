@@ -4,7 +4,7 @@ Layers (lowest = 0); a module's layer is that of its top-level name under ``pree
 (``preempt.models.train`` -> ``models``, the package ``__init__`` -> ``preempt``):
 
     0 base     preempt (the __init__), registry, artifacts, paths, runtime, errors, compat
-    1 methods  data, models, defenses, attacks, reversions, metrics, claims, published, papers, plots
+    1 methods  data, models, defenses, attacks, reversions, metrics, stats, claims, published, papers, plots
     2 schema   config
     3 CLI      __main__, cli, stages, dag, dvcfile, snapshots, prefetch, catalog, slurm
 
@@ -34,7 +34,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "preempt"
 LAYER_NAMES = ("base", "methods", "schema", "CLI and stages")
 LAYERS: dict[str, int] = {
     **dict.fromkeys(("preempt", "registry", "artifacts", "paths", "runtime", "errors", "compat"), 0),
-    **dict.fromkeys(("data", "models", "defenses", "attacks", "reversions", "metrics", "claims", "published", "papers", "plots"), 1),
+    **dict.fromkeys(("data", "models", "defenses", "attacks", "reversions", "metrics", "stats", "claims", "published", "papers", "plots"), 1),
     "config": 2,
     **dict.fromkeys(("__main__", "cli", "stages", "dag", "dvcfile", "snapshots", "prefetch", "catalog", "slurm", "recovery", "warm"), 3),
 }

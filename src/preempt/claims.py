@@ -337,13 +337,12 @@ def evaluate(claim: Claim, data: Data, conf: Statistics | None = None) -> dict[s
 
     if not keys:
         return unmeasured()
+    incomparable = ""
     if claim.comparable_if:
         used = pd.concat([lg[k] for k in keys] + [rg[k] for k in keys if rg[k] is not None])
         off = used.loc[~used.index.isin(select(used, claim.comparable_if).index)]
         if len(off):
-            refs = ", ".join(dict.fromkeys(off["defense_ref"].astype(str))) if "defense_ref" in off else f"{len(off)} rows"
-            return {**base, "verdict": f"{NOT_COMPARABLE}: {claim.not_comparable}", "groups": len(keys), "numbers": "",
-                    "note": f"measured here: {refs}"}
+            incomparable = ", ".join(dict.fromkeys(off["defense_ref"].astype(str))) if "defense_ref" in off else f"{len(off)} rows"
     level = stats.bonferroni(conf.confidence, len(keys))
     groups: list[Group] = []
     for i, k in enumerate(keys):
@@ -379,6 +378,10 @@ def evaluate(claim: Claim, data: Data, conf: Statistics | None = None) -> dict[s
                         f"{'' if g.verdict == HOLDS else ' (' + g.verdict + ')'}" for g in groups)
     notes = "; ".join(dict.fromkeys(f"{g.label}: {g.estimate.note}" if claim.by else g.estimate.note
                                     for g in groups if g.estimate.note))
+    if incomparable:  # measured, but at another setting than the paper's: the numbers go to the note only
+        return {**base, "verdict": f"{NOT_COMPARABLE}: {claim.not_comparable}", "groups": len(groups), "numbers": numbers,
+                "note": f"measured here at {incomparable}: {_fmt(est.value)} [{_fmt(est.low)}, {_fmt(est.high)}], "
+                        f"not judged"}
     return {**base, "verdict": verdict,
             "difference": est.value if claim.test == "difference" else None,
             "ratio": est.value if claim.test != "difference" else None,
@@ -407,3 +410,17 @@ def summary(table: pd.DataFrame) -> dict[str, int]:
     return {"holds": int((v == HOLDS).sum()), "fails": int((v == FAILS).sum()),
             "inconclusive": int((v == INCONCLUSIVE).sum()),
             "not_comparable": int(v.str.startswith(NOT_COMPARABLE).sum()), "not_measured": int((v == NOT_MEASURED).sum())}
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """results/claims.csv as a Markdown table for the README: verdict, claim, estimate [95% CI], n, p."""
+    def num(v: Any) -> str:
+        return "" if v is None or pd.isna(v) else f"{float(v):.3g}"
+    lines = ["| claim | verdict | estimate [95% CI] | n | p | threshold |", "|---|---|---|---|---|---|"]
+    for r in table.itertuples():
+        est = r.difference if pd.notna(r.difference) else r.ratio
+        ci = f"{num(est)} [{num(r.ci_low)}, {num(r.ci_high)}]" if pd.notna(est) else ""
+        n = "" if pd.isna(r.n) else str(int(r.n))
+        p = "" if pd.isna(r.p) else f"{float(r.p):.2g}"
+        lines.append(f"| `{r.claim}` | {r.verdict} | {ci} | {n} | {p} | {r.threshold} |")
+    return "\n".join(lines) + "\n"

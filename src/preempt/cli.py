@@ -1,5 +1,5 @@
 """The CLI behind ``python -m preempt <stage> [key...]`` (entered through ``preempt.__main__``):
-run one stage; plus the ``dag``, ``validate``, ``list``, ``prefetch``, ``use`` and
+run one stage; plus the ``dag``, ``validate``, ``list``, ``prefetch``, ``use``, ``claims`` and
 ``slurm-profile`` tools."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ import importlib
 import sys
 from pathlib import Path
 
-from . import catalog, config, dag, dvcfile, prefetch, recovery, slurm
+import pandas as pd
+
+from . import catalog, claims, config, dag, dvcfile, prefetch, recovery, slurm
 from .artifacts import write_text
 from .errors import ConfigError, PreemptError, report
-from .paths import DVC_YAML, PARAMS_FILE, PIPELINES
+from .paths import CLAIMS_CSV, DVC_YAML, PARAMS_FILE, PIPELINES
 from .registry import closest
 from .runtime import setup_logging
 from .stages import context
@@ -63,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("experiment")
     sub.add_parser("slurm-profile", help="install the SLURM profile as your Snakemake profile 'slurm' "
                                          "(never overwrites one); ./setup.sh runs it")
+    cp = sub.add_parser("claims", help="print results/claims.csv as a Markdown table (verdict, estimate, interval, n, p)")
+    cp.add_argument("csv", nargs="?", default=CLAIMS_CSV)
     return ap
 
 
@@ -126,12 +130,18 @@ def _use_experiment(args: argparse.Namespace) -> None:
           "run `snakemake --cores N` (or `dvc repro`)")
 
 
+def _claims(args: argparse.Namespace) -> None:
+    if not Path(args.csv).is_file():
+        raise PreemptError(f"{args.csv}: no claims file; run the pipeline first (snakemake --cores 2)")
+    print(claims.markdown(pd.read_csv(args.csv)), end="")
+
+
 def _prefetch(args: argparse.Namespace) -> None:
     setup_logging()
     prefetch.run(config.load(args.params), check_only=args.check)
 
 
-COMMANDS = {"dag": _dag, "validate": _validate, "use": _use, "prefetch": _prefetch,
+COMMANDS = {"dag": _dag, "validate": _validate, "use": _use, "prefetch": _prefetch, "claims": _claims,
             "list": lambda _: print(catalog.render(), end=""),
             "slurm-profile": lambda _: print(slurm.install_profile())}
 
