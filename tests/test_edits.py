@@ -42,7 +42,7 @@ def built(small_run: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize("key,value,driver,expected", [
     ("defenses.mcgs.n_samples", 3, "snakemake",
-     {"defend__mcgs", "revert__mcgs__none", "revert__mcgs__white"} | cells(d=["mcgs"]) | TABLES),
+     {"defend__mcgs", "revert__mcgs__none", "revert__mcgs__white", "timing__mcgs"} | cells(d=["mcgs"]) | TABLES),
     ("attacks.pgd.steps", 2, "dvc", cells(a=["pgd"]) | TABLES),
     ("reversions.white.classifier", "backbone", "snakemake",
      {"revert__none__white", "revert__mcgs__white"} | cells(r=["white"]) | TABLES),
