@@ -33,14 +33,15 @@ def run(ctx: Context, defense: str, reversion: str) -> None:
     gen = generator(seed, ctx.device)
     cache: dict[str, nn.Module] = {}
 
-    # the synthetic protocol's shift, per image of the evaluation set, for an attacker who knows it
-    knows_shift = dcfg.mislabel is not None and getattr(rcfg, "uses_defense_models", lambda: False)()
-    shift_all = dcfg.mislabel.shifts(len(x_r), ctx.env.spec.n_classes) if dcfg.mislabel is not None and knows_shift else None
-    batch = slice(0, 0)
+    # the synthetic protocol's shift, per image of the evaluation set, for the white-box attacker
+    # (it re-runs the defense with the defender's own models: no role overrides); None otherwise
+    white_box = dcfg.mislabel is not None and rcfg.uses_defense_models()
+    shift_all = dcfg.mislabel.shifts(len(x_r), ctx.env.spec.n_classes) if dcfg.mislabel is not None and white_box else None
+    batch = slice(0, 0)  # the images of the batch being reverted (set by the loop below)
 
     def redefend(x: torch.Tensor, overrides: dict[str, str], **updates: object) -> torch.Tensor:
         cfg = defenses.with_roles(dcfg, overrides)
-        shift = shift_all[batch] if shift_all is not None and not overrides else None
+        shift = None if shift_all is None else shift_all[batch]
         if updates:
             unknown = [k for k in updates if k not in type(cfg).model_fields]
             if unknown:  # e.g. the 'none' defense has no dynamics to reverse: nothing to undo
