@@ -109,6 +109,29 @@ def test_sweep_layout_and_figures_are_written_beside_their_data(tmp_path) -> Non
     assert list(data["schedule"]) == ["none", "F1B1 N20", "F1B2 N20"] and list(data["robust_acc"]) == [70.0, 85.0, 86.0]
 
 
+def test_moon_fig3_compares_random_and_x_start_reconstructions_against_eps(tmp_path) -> None:
+    """Moon et al.'s Fig. 3: per Bi-Level start, the distance of the reconstruction from the
+    original in the defense's norm, eps dotted, and the share near the ball's boundary."""
+    from preempt import artifacts
+    from preempt.papers import moon
+
+    refs = {"bilevel": "bilevel/Linf/eps0.1000/iter20/T10", "bilevel_xstart": "bilevel/Linf/eps0.1000/iter20/T10/x-start"}
+    dist = {"bilevel": torch.tensor([0.1, 0.095, 0.1, 0.04]), "bilevel_xstart": torch.tensor([0.01, 0.02, 0.1, 0.0])}
+    paths = {}
+    for d, v in dist.items():
+        path = tmp_path / f"{d}.pt"
+        artifacts.save(path, {"x": torch.zeros(4, 1, 2, 2), "dist_linf": v, "dist_l2": 3 * v}, {"stage": "revert"})
+        paths[f"{d}/reconstruct"] = path
+    metrics = pd.DataFrame([{"defense": d, "defense_ref": r, "reproduces": "moon/fig3"} for d, r in refs.items()])
+    res = papers.Results(metrics=metrics, figures_dir=tmp_path / "figs", paths={"revert": paths})
+    shown = moon.fig3(res, papers.PAPERS["moon"].exhibit("fig3"))
+    assert shown.figure.is_file()
+    t = shown.table
+    assert list(t.index) == ["bilevel (random start)", "bilevel_xstart (x start)"]
+    assert list(t["near boundary (%)"]) == [75.0, 25.0] and t.loc["bilevel (random start)", "max"] == 0.1  # Linf, not L2
+    assert "eps" in shown.note
+
+
 def test_perturbation_maps_follow_eq_14() -> None:
     delta = torch.zeros(1, 3, 2, 2)
     delta[0, 0], delta[0, 1], delta[0, 2] = 1.0, 0.5, 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pandas as pd
 
@@ -54,21 +55,47 @@ def table7(res: Results, e: Exhibit) -> Shown | None:
     return Shown(table=t.round(1), note="Clean = certified accuracy at radius 0 (CERTIFY correct, not abstaining).")
 
 
+def _ball(ref: str) -> tuple[str, float | None]:
+    """The norm and budget a defense ref names (``bilevel/Linf/eps0.0314/...``; MCGS refs: Linf)."""
+    norm = re.search(r"/(Linf|L2)/", ref)
+    eps = re.search(r"/eps([0-9.]+)", ref)
+    return (norm.group(1) if norm else "Linf"), (float(eps.group(1)) if eps else None)
+
+
+def _start(ref: str) -> str:
+    return "" if not ref.startswith("bilevel/") else " (x start)" if "/x-start" in ref else " (random start)"
+
+
 def fig3(res: Results, e: Exhibit) -> Shown | None:
-    """Histogram of the L2 distance from the original to the reconstruction, with the bound eps."""
+    """Moon et al.'s Fig. 3: histogram of the distance from the original to its reconstruction (the
+    ``reconstruct`` reversion), in the defense's norm, with the ball's radius eps dotted. Bi-Level
+    started at x is reconstructed close to x; started at a random point of the ball, the
+    reconstructions pile up near the boundary (the paper: about 80%)."""
     keys = [k for k in res.paths.get("revert", {}) if k.endswith("/reconstruct")]
-    if not keys:
-        return None
-    data = []
+    refs = dict(zip(res.metrics.get("defense", []), res.metrics.get("defense_ref", [])))
+    data, balls = [], set()
     for k in keys:
+        d = k.split("/")[0]
         art = res.load("revert", k)
-        if "dist_l2" in art:
-            data += [{"defense": k.split("/")[0], "dist_l2": float(v)} for v in art["dist_l2"]]
+        norm, eps = _ball(str(refs.get(d, "")))
+        col = "dist_linf" if norm == "Linf" else "dist_l2"
+        if col in art:
+            balls.add((norm, eps))
+            label = f"{d}{_start(str(refs.get(d, '')))}"
+            data += [{"defense": label, "norm": norm, "eps": eps, "distance": float(v)} for v in art[col]]
     if not data:
         return None
     df = pd.DataFrame(data)
-    shown = _per_defense(res, e, df, "dist_l2", xlabel="L2 distance, original to reconstruction")
-    return Shown(figure=shown.figure, csv=shown.csv, table=df.groupby("defense")["dist_l2"].describe().round(4))
+    norm, eps = next(iter(balls)) if len(balls) == 1 else (" / ".join(sorted({b[0] for b in balls})), None)
+    mark = (eps, f"eps = {eps:.4g}") if eps else None
+    shown = _per_defense(res, e, df, "distance", xlabel=f"{norm} distance, original to reconstruction", mark=mark)
+    summary = df.groupby("defense", sort=False)["distance"].describe()
+    note = ""
+    if eps:
+        near = df.assign(b=df["distance"] >= 0.9 * df["eps"]).groupby("defense", sort=False)["b"].mean().mul(100)
+        summary["near boundary (%)"] = near
+        note = "near boundary: at least 0.9 eps from the original (the paper: about 80% with a random start)"
+    return Shown(figure=shown.figure, csv=shown.csv, table=summary.round(4), note=note)
 
 
 def _per_defense(res: Results, e: Exhibit, df: pd.DataFrame, value: str, *, xlabel: str, x: str | None = None,
