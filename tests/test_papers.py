@@ -198,3 +198,19 @@ def test_the_html_export_renders_in_a_browser(tmp_path) -> None:
     assert pixels.std() > 5  # not blank
     red = (pixels[..., 0] > 150) & (pixels[..., 1] < 80) & (pixels[..., 2] < 80)
     assert red.sum() > 100  # the embedded figure was drawn
+
+
+def test_report_tables_show_three_significant_digits_not_run_and_coloured_verdicts() -> None:
+    from preempt import plots
+
+    df = pd.DataFrame({"verdict": ["holds", "fails", "not comparable: fewer steps"], "sec/image": [0.004123, 1411.0, np.nan],
+                       "n": [500, 16, 3]})
+    html = plots.readable(df).to_html()
+    assert "nan" not in html.lower() and "not run" in html
+    assert ">0.00412<" in html and ">1,411<" in html and ">500<" in html  # never 0.00, never 1.41e+03
+    for verdict in ("holds", "fails"):
+        assert plots.VERDICT_COLOURS[verdict] in html
+    assert "#e8e8e8" in html  # not comparable: grey
+    # every report notebook renders its tables this way
+    for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        assert "readable_tables()" in nb.read_text(), nb.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -16,6 +17,53 @@ STYLE: dict[str, Any] = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 
          "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
          "grid.alpha": 0.3, "lines.linewidth": 1.2, "lines.markersize": 4, "savefig.bbox": "tight",
          "savefig.pad_inches": 0.02, "pdf.fonttype": 42}
+
+
+VERDICT_COLOURS = {"holds": "#d8efd3", "fails": "#f6d2cf", "inconclusive": "#fbefc4"}  # others: grey
+NOT_RUN = "not run"
+
+
+def sig3(v: Any) -> str:
+    """A number to 3 significant digits ("" when missing), thousands in full: what the reports show."""
+    if v is None or (isinstance(v, float) and pd.isna(v)) or v == "":
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}" if abs(int(v)) >= 10_000 else str(int(v))
+    v = float(v)
+    return f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+
+
+def _cell(v: Any) -> Any:
+    return sig3(v) if isinstance(v, (int, float, np.number)) else v
+
+
+def verdict_colour(v: Any) -> str:
+    """CSS of a verdict cell: holds green, fails red, inconclusive amber, anything else grey."""
+    text = str(v)
+    key = next((k for k in VERDICT_COLOURS if text.startswith(k)), None)
+    return f"background-color: {VERDICT_COLOURS[key] if key else '#e8e8e8'}"
+
+
+def readable(df: pd.DataFrame) -> Any:
+    """A table as the reports render it (a pandas Styler): numbers to 3 significant digits, a
+    missing cell as "not run" (never NaN), verdict columns coloured."""
+    sty = df.style.format(_cell, na_rep=NOT_RUN)
+    verdicts = [c for c in df.columns if str(c[-1] if isinstance(c, tuple) else c) == "verdict"]
+    return sty.map(verdict_colour, subset=verdicts) if verdicts else sty
+
+
+def readable_tables() -> None:
+    """Make every DataFrame a notebook displays render through :func:`readable` (the reports'
+    first code cell calls this once); outside IPython it does nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - the report kernels have IPython
+        return
+    shell = get_ipython()
+    if shell is not None:
+        shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, lambda df: readable(df).to_html())
 
 
 def figure(nrows: int = 1, ncols: int = 1, *, width: float = COLUMN_IN, height: float | None = None) -> tuple[Any, Any]:

@@ -26,7 +26,7 @@ import pandas as pd
 from .. import artifacts
 from ..claims import select
 from ..errors import PreemptError
-from ..plots import PAGE_IN, bare, figure, save, tilt
+from ..plots import PAGE_IN, bare, figure, readable, readable_tables, save, sig3, tilt
 from ..published import compare, load_published
 
 
@@ -138,9 +138,6 @@ def open_results(*, metrics_csv: str, figures_dir: str, claims_csv: str = "", pu
 
 
 CLAIM_COLUMNS = ["verdict", "statement", "exhibit", "estimate", "95% CI", "n", "p", "threshold", "test", "numbers", "claim"]
-VERDICT_COLOURS = {"holds": "#d8efd3", "fails": "#f6d2cf", "inconclusive": "#fbefc4"}  # others: grey
-
-
 def claims_table(paper: Paper | None, res: Results) -> pd.DataFrame:
     """The paper's claims (all, without a paper) as checked on this experiment
     (results/claims.csv): verdict first, then the estimate, its interval, n, p and the threshold."""
@@ -161,20 +158,10 @@ def claims_table(paper: Paper | None, res: Results) -> pd.DataFrame:
     return out.fillna("").reset_index(drop=True)
 
 
-def sig3(v: Any) -> str:
-    """A number to 3 significant digits ("" when missing): what the reports show."""
-    if v is None or (isinstance(v, float) and pd.isna(v)) or v == "":
-        return ""
-    v = float(v)
-    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:,.0f}"
-
-
 def style_claims(table: pd.DataFrame) -> Any:
     """The claims table with each verdict coloured (holds green, fails red, inconclusive amber,
     not comparable / not measured grey): a pandas Styler, rendered by the notebooks and their HTML."""
-    def colour(v: str) -> str:
-        return f"background-color: {VERDICT_COLOURS.get(str(v), '#e8e8e8')}"
-    return table.style.map(colour, subset=["verdict"]).hide(axis="index")
+    return readable(table).hide(axis="index")
 
 
 def build(exhibit: Exhibit, res: Results) -> Shown | None:
