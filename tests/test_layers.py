@@ -6,7 +6,7 @@ Layers (lowest = 0); a module's layer is that of its top-level name under ``pree
     0 base     preempt (the __init__), registry, artifacts, paths, runtime, errors, compat
     1 methods  data, models, defenses, attacks, reversions, metrics, stats, claims, published, papers, plots
     2 schema   config
-    3 CLI      __main__, cli, stages, dag, dvcfile, snapshots, prefetch, catalog, slurm
+    3 CLI      __main__, cli, stages, dag, dvcfile, snapshots, prefetch, catalog, slurm, coverage
 
 Rules: no cycle between modules, no cycle between top-level names, no import from a lower layer
 to a higher one, and no preempt-internal import hidden in a function body or under
@@ -36,7 +36,7 @@ LAYERS: dict[str, int] = {
     **dict.fromkeys(("preempt", "registry", "artifacts", "paths", "runtime", "errors", "compat"), 0),
     **dict.fromkeys(("data", "models", "defenses", "attacks", "reversions", "metrics", "stats", "claims", "published", "papers", "plots"), 1),
     "config": 2,
-    **dict.fromkeys(("__main__", "cli", "stages", "dag", "dvcfile", "snapshots", "prefetch", "catalog", "slurm", "recovery", "warm"), 3),
+    **dict.fromkeys(("__main__", "cli", "stages", "dag", "dvcfile", "snapshots", "prefetch", "catalog", "slurm", "recovery", "warm", "coverage"), 3),
 }
 
 MODULE, FUNCTION, TYPE_CHECKING = "module", "function", "TYPE_CHECKING"

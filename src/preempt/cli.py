@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import catalog, claims, config, dag, dvcfile, prefetch, recovery, slurm
+from . import catalog, claims, config, coverage, dag, dvcfile, prefetch, recovery, slurm
 from .artifacts import write_text
 from .errors import ConfigError, PreemptError, report
 from .paths import CLAIMS_CSV, DVC_YAML, PARAMS_FILE, PIPELINES
@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
                                          "(never overwrites one); ./setup.sh runs it")
     cp = sub.add_parser("claims", help="print results/claims.csv as a Markdown table (verdict, estimate, interval, n, p)")
     cp.add_argument("csv", nargs="?", default=CLAIMS_CSV)
+    cov = sub.add_parser("coverage", help="which published numbers the experiment file(s) will reproduce, from "
+                                          "the DAG alone (no run): per paper and exhibit, and why each keyed one is not")
+    cov.add_argument("experiments", nargs="*", help="experiment files (default: --params, i.e. params.yaml)")
+    cov.add_argument("--published", default="config/published.csv")
+    cov.add_argument("--summary", action="store_true", help="the per-exhibit counts only")
     return ap
 
 
@@ -136,12 +141,20 @@ def _claims(args: argparse.Namespace) -> None:
     print(claims.markdown(pd.read_csv(args.csv)), end="")
 
 
+def _coverage(args: argparse.Namespace) -> None:
+    files = args.experiments or [args.params]
+    table = coverage.coverage({f: config.load(f) for f in files}, args.published)
+    print(f"{len(table)} published numbers; against {', '.join(files)}:\n")
+    print(coverage.markdown(table, details=not args.summary), end="")
+
+
 def _prefetch(args: argparse.Namespace) -> None:
     setup_logging()
     prefetch.run(config.load(args.params), check_only=args.check)
 
 
 COMMANDS = {"dag": _dag, "validate": _validate, "use": _use, "prefetch": _prefetch, "claims": _claims,
+            "coverage": _coverage,
             "list": lambda _: print(catalog.render(), end=""),
             "slurm-profile": lambda _: print(slurm.install_profile())}
 
