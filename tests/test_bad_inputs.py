@@ -185,3 +185,21 @@ def test_bad_input_is_one_clear_line_and_exit_2_before_compute(case, project: Pa
 
 def test_the_table_covers_at_least_twenty_inputs() -> None:
     assert len(CASES) >= 20
+
+
+def test_a_device_out_of_memory_is_one_line_naming_the_stage_models_and_knob(monkeypatch, capsys) -> None:
+    """A simulated budget: the stage's work raises what torch raises when the GPU is full."""
+    import torch
+
+    from preempt import cli
+    from preempt.stages import defend
+
+    def full(*_a, **_k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)")
+
+    monkeypatch.setattr(defend, "run", full)
+    assert cli.main(["defend", "mcgs"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("preempt: error: defend mcgs: ")
+    assert "out of memory" in err[0] and "classifier, backbone" in err[0]
+    assert "runtime.batch_size (now 500)" in err[0] and "defenses.mcgs.chunk_size (now auto)" in err[0]

@@ -10,11 +10,13 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from . import catalog, claims, config, coverage, dag, dvcfile, prefetch, recovery, slurm
 from .artifacts import write_text
 from .errors import ConfigError, PreemptError, report
 from .paths import CLAIMS_CSV, DVC_YAML, PARAMS_FILE, PIPELINES
+from .defenses import roles as defense_roles
 from .registry import closest
 from .runtime import setup_logging
 from .stages import context
@@ -94,10 +96,34 @@ def _run_stage(args: argparse.Namespace) -> None:
     mod = importlib.import_module(f"preempt.stages.{args.command}")
     values = [v for n in STAGE_ARGS[args.command] for v in
               (getattr(args, n) if n == "names" else [getattr(args, n)])]
-    if args.command in SHARDED:
-        mod.run(ctx, *values, shard=args.shard)
-    else:
-        mod.run(ctx, *values)
+    try:
+        if args.command in SHARDED:
+            mod.run(ctx, *values, shard=args.shard)
+        else:
+            mod.run(ctx, *values)
+    except torch.OutOfMemoryError as err:  # a CUDA traceback says nothing about which knob to turn
+        raise PreemptError(out_of_memory(args.command, values, ctx.params, ctx.device, err)) from None
+
+
+def out_of_memory(command: str, values: list[str], p: config.Params, device: torch.device, err: BaseException) -> str:
+    """The one line for a device out of memory: the stage, its models and the params.yaml knob."""
+    stage = " ".join([command, *values])
+    knobs = [f"runtime.batch_size (now {p.runtime.batch_size})"]
+    models: list[str] = []
+    if command == "model":
+        models = values[:1]
+        batch = getattr(p.models[values[0]], "batch_size", None)
+        knobs = [f"models.{values[0]}.batch_size (now {batch})"] if batch is not None else knobs
+    elif command in ("defend", "timing", "revert"):
+        cfg = p.defenses[values[0]]
+        models = list(defense_roles(cfg).values())
+        if hasattr(cfg, "chunk_size"):
+            knobs.append(f"defenses.{values[0]}.chunk_size (now {getattr(cfg, 'chunk_size')})")
+    elif command == "attack":
+        models = [values[2]]
+    what = str(err).splitlines()[0] if str(err) else "out of memory"
+    return (f"{stage}: {device} out of memory ({what[:120]}) with model(s) {', '.join(models) or '-'}; "
+            f"lower {' or '.join(knobs)} in params.yaml and rerun")
 
 
 def _dag(args: argparse.Namespace) -> None:
