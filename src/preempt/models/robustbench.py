@@ -26,6 +26,7 @@ from typing import Any, Literal, Mapping
 import torch
 from pydantic import Field, model_validator
 from torch import nn
+from torchvision.models import ResNet50_Weights
 
 from .. import artifacts
 from ..compat import import_robustbench
@@ -84,8 +85,8 @@ def weight_files(cfg: RobustBenchConfig) -> list[Path]:
     base = artifacts.user_path(cfg.model_dir) / cfg.dataset / cfg.threat_model / f"{cfg.name}.pt"
     if isinstance(entry["gdrive_id"], list):
         return [Path(f"{base}_m{i}.pt") for i in range(len(entry["gdrive_id"]))]
-    if cfg.dataset == "imagenet" and "Standard" in cfg.name:
-        return []  # torchvision's own ImageNet weights
+    if cfg.dataset == "imagenet" and cfg.name == "Standard_R50":  # torchvision's weights, fetched in its constructor
+        return [Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ResNet50_Weights.IMAGENET1K_V1.url)]
     return [base]
 
 
