@@ -231,3 +231,31 @@ def test_reconstruction_from_a_random_start_re_ends_farther_from_x(linear, image
         rec = robustify(xr, linear(xr).argmax(1), linear, c.model_copy(update={"reverse": True}), generator(1))
         error[start] = (rec - images).abs().flatten(1).mean(1)  # mean |x~ - x| per image
     assert float(error["random"].mean()) > 2 * float(error["original"].mean())
+
+
+def test_a_batch_out_of_memory_is_retried_in_halves_with_the_same_res(linear, images) -> None:
+    """A simulated device budget of 4 images: the defend stage's batches of 16 go on in batches of
+    4, and the REs are those of the unconstrained run (per-image streams); one image over budget
+    is the CLI's one-line error."""
+    from preempt.stages.defend import compute
+
+    class Budget(torch.nn.Module):
+        def __init__(self, limit: int) -> None:
+            super().__init__()
+            self.limit, self.seen = limit, []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.append(len(x))
+            if len(x) > self.limit:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return (x.flatten(1).unsqueeze(1) * linear.w).sum(-1) + linear.b  # batch-invariant linear
+
+    cfg = cfg_(max_iter=3, inner_steps=2)
+    y = torch.arange(16) % 10
+    free, tight = Budget(10_000), Budget(4)
+    want = compute(cfg, images, y, {"classifier": free, "backbone": free}, lo=0, batch_size=16, device=torch.device("cpu"))[0]
+    got = compute(cfg, images, y, {"classifier": tight, "backbone": tight}, lo=0, batch_size=16, device=torch.device("cpu"))[0]
+    assert torch.equal(want, got) and max(n for n in tight.seen[-20:]) <= 4
+    with pytest.raises(torch.OutOfMemoryError):
+        compute(cfg, images, y, {"classifier": Budget(0), "backbone": Budget(0)}, lo=0, batch_size=16,
+                device=torch.device("cpu"))

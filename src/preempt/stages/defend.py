@@ -4,11 +4,12 @@ The RE artifact holds ``x`` and ``y``, and each diagnostic the defense traced as
 ``trace_<name>`` (images x iterations; Bi-Level: ``trace_grad_norm``, ``trace_loss``,
 ``trace_final_loss``, for Moon et al.'s Figs. 4-5).
 
-Each image draws from its own seeded random stream (``runtime.ImageStreams``; MCGS draws its
-random starts there), and each batch of ``runtime.batch_size`` images from its own seeded generator
-(``runtime.batch_generator``; Bi-Level's inner PGD), so a shard (images of whole batches,
-``runtime.shard_range``) computes exactly what the unsharded stage computes for those images, and
-for MCGS the batch size changes the REs only through the kernels' own batch dependence.
+Each image draws from its own seeded random stream (``runtime.ImageStreams``; MCGS's random
+starts, Bi-Level's start and inner-attack starts), and each batch of ``runtime.batch_size`` images
+from its own seeded generator (``runtime.batch_generator``, for a defense that draws per batch), so
+a shard (images of whole batches, ``runtime.shard_range``) computes exactly what the unsharded
+stage computes for those images, and for MCGS and Bi-Level the batch size changes the REs only
+through the kernels' own batch dependence.
 ``gather re`` joins the shards.
 """
 
@@ -38,18 +39,35 @@ def compute(cfg: defenses.DefenseConfig, x: torch.Tensor, y: torch.Tensor, model
             desc: str = "defend") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """REs of images ``lo..lo+len(x)`` of the evaluation set, batch by batch, each batch and image
     with its own seeded randomness (the module docstring), and the traced diagnostics; returns when
-    the device is done (a GPU is synchronised), so that the caller's clock measures the work."""
+    the device is done (a GPU is synchronised), so that the caller's clock measures the work.
+
+    A batch that runs the device out of memory is retried in halves (down to one image, then the
+    error goes up to the CLI's one line); the smaller size is kept for the rest of the stage.
+    Per-image streams make MCGS's and Bi-Level's REs the same whatever the size."""
     parts = [x[:0]]
     traces: list[dict[str, torch.Tensor]] = []
-    bs = batch_size
+    bs = step = batch_size
     for i in progress(range(0, len(x), bs), desc=desc, total=-(-len(x) // bs)):
         gen = batch_generator(cfg.seed, lo + i, device)
-        trace: defenses.Trace = {}
-        streams = ImageStreams(cfg.seed, range(lo + i, lo + min(i + bs, len(x))), device)
-        parts.append(defenses.run(cfg, x[i:i + bs], models=models, y_true=y[i:i + bs], generator=gen,
-                                  label_shift=None if shift is None else shift[i:i + bs], trace=trace,
-                                  streams=streams))
-        traces.append({f"trace_{k}": torch.stack(v, 1) for k, v in trace.items()})  # image x iteration
+        j, end = i, min(i + bs, len(x))
+        while j < end:
+            k = min(step, end - j)
+            trace: defenses.Trace = {}
+            streams = ImageStreams(cfg.seed, range(lo + j, lo + j + k), device)
+            try:
+                out = defenses.run(cfg, x[j:j + k], models=models, y_true=y[j:j + k], generator=gen,
+                                   label_shift=None if shift is None else shift[j:j + k], trace=trace, streams=streams)
+            except torch.OutOfMemoryError:
+                if k == 1:
+                    raise
+                step = -(-k // 2)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                log.warning("%s: %s out of memory on %d images; going on in batches of %d", desc, device, k, step)
+                continue
+            parts.append(out)
+            traces.append({f"trace_{n}": torch.stack(v, 1) for n, v in trace.items()})  # image x iteration
+            j += k
     if device.type == "cuda":
         torch.cuda.synchronize()
     diag = {k: torch.cat([t[k] for t in traces]) for k in traces[0]} if traces else {}
