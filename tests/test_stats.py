@@ -72,6 +72,10 @@ def test_recovery_and_a_drop_too_small_to_judge() -> None:
     tiny[:1] = 0  # one image: the drop's interval contains 0
     share, drop = stats.recovery(orig, tiny, orig)
     assert math.isnan(share.value) and "too small to judge" in share.note and drop.low <= 0
+    gained = orig.copy()
+    gained[:50] = 0  # the original is wrong on 50 images, the RE right on all: a gain, not a drop
+    share, drop = stats.recovery(gained, orig, gained)
+    assert math.isnan(share.value) and "no drop to recover" in share.note and drop.high < 0
 
 
 def test_a_timing_ratio_needs_three_repeats_and_brackets_the_truth() -> None:

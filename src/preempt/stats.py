@@ -110,7 +110,10 @@ def recovery(orig: np.ndarray, re: np.ndarray, reverted: np.ndarray, *, confiden
 
     The share is (mean(reverted) - mean(re)) / (mean(orig) - mean(re)): 1 back to the original
     accuracy, 0 no change, < 0 further away. When the drop's interval contains 0 the share is
-    undefined in a resample and the estimate is marked "drop too small to judge" (NaN interval)."""
+    undefined in a resample and the estimate is marked "drop too small to judge" (NaN interval).
+    When the defense *raised* accuracy (the drop's interval entirely below 0, e.g. MSPD on a weak
+    adversarially trained victim) there is no mislabel damage to recover: a share would measure
+    the reversion undoing the defense's gain, so it is marked "no drop to recover" (NaN) too."""
     o, r, v = (np.asarray(t, float) for t in (orig, re, reverted))
     drop = paired_difference(o, r, confidence=confidence, resamples=resamples, seed=seed)
     test = f"paired bootstrap {confidence:.3g} CI of the share ({resamples} resamples); exact sign test p on reverted vs RE"
@@ -118,6 +121,9 @@ def recovery(orig: np.ndarray, re: np.ndarray, reverted: np.ndarray, *, confiden
     if not (drop.low > 0 or drop.high < 0):
         return Estimate(math.nan, math.nan, math.nan, len(o), p, test, confidence,
                         note=f"drop too small to judge: orig - RE = {drop.text()} points"), drop
+    if drop.high < 0:
+        return Estimate(math.nan, math.nan, math.nan, len(o), p, test, confidence,
+                        note=f"no drop to recover: the defense raised accuracy, orig - RE = {drop.text()} points"), drop
 
     def share(o_: np.ndarray, r_: np.ndarray, v_: np.ndarray, axis: int) -> np.ndarray:
         den = o_.mean(axis=axis) - r_.mean(axis=axis)
