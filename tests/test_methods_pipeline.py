@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from conftest import ALL_METHODS
+from preempt import config
 from test_pipeline import make_workspace, run
 
 pytestmark = pytest.mark.pipeline
@@ -93,12 +94,11 @@ def test_tables_carry_what_each_method_defines(ws: Path) -> None:
     df = pd.read_csv(ws / "results" / "metrics.csv")
     # every defense stays in its own budget (Linf 0.1; the smoothed classifier's Bi-Level: L2 0.5)
     res = df[(df.reversion == "none")]
-    defs = yaml.safe_load((ws / "params.yaml").read_text())["defenses"]
+    defs = config.load(ws / "params.yaml").defenses  # resolved: a default eps or norm is checked too
     for d, rows in res.groupby("defense"):
-        cfg = defs[d]
-        if "eps" in cfg:
-            col = "l2" if cfg.get("norm") == "L2" else "linf"
-            assert (rows[col] <= cfg["eps"] + 1e-4).all(), (d, rows[col].max())
+        eps, norm = getattr(defs[d], "eps", 0.0), getattr(defs[d], "norm", "Linf")  # 'none' changes nothing
+        col = "l2" if norm == "L2" else "linf"
+        assert (rows[col] <= eps + 1e-4).all(), (d, rows[col].max())
     assert (res[res.defense == "bilevel"]["linf"] > 0).all()
     # transfer attacks: the mean over surrogates, each one listed
     tr = df[df.attack == "mifgsm"]

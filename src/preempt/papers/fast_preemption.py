@@ -65,8 +65,9 @@ def table3(res: Results, e: Exhibit) -> Shown | None:
             "(right on the original, wrong on the RE), how many the reversion restores; of those it left right, how "
             "many the reversion breaks; both with exact 95% intervals, and the recovery share (reverted - RE) / "
             "(original - RE) with its paired-bootstrap interval, or *drop too small to judge* when the defense's "
-            "drop has an interval containing 0, *no drop to recover* when the defense raised accuracy. White-box: the defender's models and settings (its weak labeller, "
-            "or the synthetic shift); black-box: the attacker's own backbone and labels.")
+            "drop has an interval containing 0, *no drop to recover* when the defense raised accuracy. White-box: "
+            "the defender's models and settings (its weak labeller, or the synthetic shift); black-box: the "
+            "attacker's own backbone and labels.")
     return Shown(table=t.round(2), note=note, extra=(("Table 3 per image", counts),) if len(counts) else ())
 
 
