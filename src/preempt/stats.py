@@ -119,9 +119,9 @@ def recovery(orig: np.ndarray, re: np.ndarray, reverted: np.ndarray, *, confiden
     test = f"paired bootstrap {confidence:.3g} CI of the share ({resamples} resamples); exact sign test p on reverted vs RE"
     p = sign_test(v - r)
     if not drop.low > 0:  # no drop whose interval excludes 0: either too small or a gain
-        why = "no drop to recover, the defense raised accuracy" if drop.high < 0 else "drop too small to judge"
-        return Estimate(math.nan, math.nan, math.nan, len(o), p, test, confidence,
-                        note=f"{why}: orig - RE = {drop.text()} points"), drop
+        note = (f"no drop to recover: the defense raised accuracy, orig - RE = {drop.text()} points" if drop.high < 0
+                else f"drop too small to judge: orig - RE = {drop.text()} points")
+        return Estimate(math.nan, math.nan, math.nan, len(o), p, test, confidence, note=note), drop
 
     def share(o_: np.ndarray, r_: np.ndarray, v_: np.ndarray, axis: int) -> np.ndarray:
         den = o_.mean(axis=axis) - r_.mean(axis=axis)
