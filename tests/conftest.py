@@ -60,8 +60,8 @@ def small_run(tmp_path_factory) -> Path:
 
 # the end-to-end files, longest first (from CI's --durations): with one file per worker at a
 # time, a long file that starts last would run alone at the end
-PIPELINE_ORDER = ["test_methods_pipeline", "test_slurm", "test_edits", "test_pipeline", "test_recovery",
-                  "test_faults", "test_mspd_tables"]
+PIPELINE_ORDER = ["test_slurm", "test_paper_experiments", "test_faults", "test_edits", "test_recovery",
+                  "test_pipeline", "test_methods_pipeline", "test_mspd_tables"]
 
 
 def pytest_collection_modifyitems(config, items) -> None:

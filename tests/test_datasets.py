@@ -220,7 +220,7 @@ def test_n_train_keeps_the_first_training_images(params, tmp_path, monkeypatch) 
     raw["dataset"] = {**raw["dataset"], "n_train": 100}
     p = config.parse(raw)
     monkeypatch.chdir(tmp_path)
-    data_stage.run(Context(p, torch.device("cpu")))
+    data_stage.run(Context(p, torch.device("cpu"), p))
     train, meta = artifacts.load(paths.data_path("train"))
     full = DATASETS[p.dataset.name].fn(p.dataset, "train")
     assert len(train["y"]) == meta["n"] == 100 and torch.equal(train["x"], full.x[:100])

@@ -34,7 +34,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "preempt"
 LAYER_NAMES = ("base", "methods", "schema", "CLI and stages")
 LAYERS: dict[str, int] = {
     **dict.fromkeys(("preempt", "registry", "artifacts", "paths", "runtime", "errors", "compat"), 0),
-    **dict.fromkeys(("data", "models", "defenses", "attacks", "reversions", "metrics", "stats", "claims", "published", "papers", "plots"), 1),
+    **dict.fromkeys(("data", "models", "defenses", "attacks", "reversions", "metrics", "stats", "claims", "published", "papers", "plots", "shrink"), 1),
     "config": 2,
     **dict.fromkeys(("__main__", "cli", "stages", "dag", "dvcfile", "snapshots", "prefetch", "catalog", "slurm", "recovery", "warm", "coverage"), 3),
 }

@@ -3,7 +3,9 @@
 config/digits-all.yaml (the default's digits with all tables: Bi-Level and its reconstruction attack, UnAdv, the schedule
 ablation, Algorithm 2 training, Trigger Activation, JATP, input transforms as reversions and as
 victims, BPDA/EOT, CW, Square, transfer attacks) with fewer images, epochs and iterations, run by
-``snakemake --cores 2``: every cell must come out, with the behaviour each table relies on.
+``python -m preempt inline`` (the same stage code in one process: tests/test_faults.py pins it bit
+for bit against ``snakemake``, whose per-job DVC bookkeeping would cost this file minutes): every
+cell must come out, with the behaviour each table relies on.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def shrink(raw: dict) -> dict:
 def ws(tmp_path_factory) -> Path:
     raw = shrink(yaml.safe_load(ALL_METHODS.read_text()))
     ws = make_workspace(tmp_path_factory.mktemp("methods"), raw)
-    run(["snakemake", "--cores", "2"], ws, timeout=3600)  # the largest workflows of the suite
+    run(["python", "-m", "preempt", "inline"], ws, timeout=3600)  # the largest workflows of the suite
     return ws
 
 

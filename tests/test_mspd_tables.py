@@ -1,5 +1,6 @@
 """MSPD's analyses (Tables V, IX, XI-XV) as ``config/mspd-digits.yaml`` declares them, run shrunk
-through the real workflow: every table comes out, with the behaviour each one is about."""
+by ``python -m preempt inline`` (every stage, in one process; pinned against snakemake in
+tests/test_faults.py): every table comes out, with the behaviour each one is about."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def ws(tmp_path_factory) -> Path:
         a.update(steps=3) if a["method"] == "pgd" else a.update(n_iter=5)
     raw["report"]["n_examples"] = 4
     ws = make_workspace(tmp_path_factory.mktemp("mspd"), raw)
-    run(["snakemake", "--cores", "2"], ws, timeout=3600)  # the largest workflows of the suite
+    run(["python", "-m", "preempt", "inline"], ws, timeout=3600)
     return Path(ws)
 
 

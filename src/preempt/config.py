@@ -25,6 +25,7 @@ from .models import SOURCES, ModelConfig
 from .registry import MethodConfig, Registry, closest, model_refs, validate_model
 from .reversions import REVERSIONS, ReversionConfig
 from .runtime import RuntimeConfig
+from .shrink import ShrinkConfig, shrunk_raw
 
 NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 DEFAULT_PARAMS = "params.yaml"
@@ -209,10 +210,11 @@ class Params(BaseModel):
     resources: ResourcesConfig
     timing: TimingConfig
     statistics: Statistics
+    shrink: ShrinkConfig | None = None  # test-only: what the computing stages run (see effective)
 
 
 SECTIONS = ("dataset", "models", "defenses", "attacks", "reversions", "grid", "metrics", "runtime", "shards",
-            "report", "resources", "timing", "statistics")
+            "report", "resources", "timing", "statistics", "shrink")
 REQUIRED = ("dataset", "models", "defenses", "attacks", "grid")
 
 
@@ -325,8 +327,20 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
         shards=validate_model(ShardsConfig, raw.get("shards", {}), "shards"),
         report=validate_model(ReportConfig, raw.get("report", {}), "report"),
         resources=validate_model(ResourcesConfig, raw.get("resources", {}), "resources"),
+        shrink=validate_model(ShrinkConfig, raw["shrink"], "shrink") if raw.get("shrink") is not None else None,
         **sections,
     )
+
+
+def effective(p: Params) -> Params:
+    """What the computing stages run: ``p`` itself, or with a ``shrink:`` section its shrunk copy
+    (``preempt.shrink``). The DAG, every ref, table and claim come from ``p`` as written."""
+    if p.shrink is None:
+        return p
+    full = {**p.raw, "dataset": p.dataset.model_dump()}  # every entry with its defaults, so they are capped too
+    for section in ("models", "defenses", "attacks", "reversions"):
+        full[section] = {name: cfg.model_dump() for name, cfg in getattr(p, section).items()}
+    return parse(shrunk_raw(full, p.shrink), "params.yaml (shrunk)")
 
 
 def load(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -8,7 +8,7 @@ from ``preempt.paths``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -193,7 +193,12 @@ def build(p: Params) -> list[Stage]:
              *inputs["re"].values(), *inputs["adv"].values(), *inputs["revert"].values(), *_code(*modules)),
             ("report", "grid"), (report_path(nb), html_path(nb)), (figures_dir(nb),),
             plots=tuple((f"{figures_dir(nb)}/{e.id}.csv", dict(e.plot)) for e in _exhibits(nb) if e.plot)))
+    if p.shrink is not None:  # the test-only switch changes what each of these computes (preempt.shrink)
+        stages = [replace(st, params=(*st.params, "shrink")) if st.family in SHRUNK else st for st in stages]
     return stages
+
+
+SHRUNK = ("data", "model", "defend", "revert", "attack", "gather", "timing", "report")  # the families `shrink` reaches
 
 
 def _exhibits(notebook: str) -> tuple[papers.Exhibit, ...]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from .config import Params
+from .config import Params, effective
 from .dag import models_needed
 from .data import DATASETS
 from .runtime import log
@@ -18,7 +18,9 @@ from .runtime import log
 
 def _weights(p: Params, fetch: bool) -> Iterator[tuple[str, str]]:
     """(model, what is in place) for every external file the DAG's models read; the first missing
-    or wrong one raises its one-line error. ``fetch`` downloads zoo weights that are absent."""
+    or wrong one raises its one-line error. ``fetch`` downloads zoo weights that are absent. Under
+    the test-only ``shrink:`` switch, what the shrunk run reads (stand-ins need no weights)."""
+    p = effective(p)
     for name in models_needed(p):
         what = p.models[name].external(name, fetch)
         if what is not None:

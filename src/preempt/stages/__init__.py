@@ -24,8 +24,13 @@ from ..registry import MethodConfig
 
 @dataclass
 class Context:
+    """A stage's params and device. ``params`` is what the stage computes with; ``declared`` is the
+    file as written, which every ref, table and claim comes from. They differ only under the
+    test-only ``shrink:`` section (``preempt.shrink``), where ``params`` is its shrunk copy."""
+
     params: Params
     device: torch.device
+    declared: Params
 
     @cached_property
     def env(self) -> Env:
@@ -81,7 +86,13 @@ def provenance(ctx: Context, stage: str, cfg: MethodConfig | list[MethodConfig],
 
 def context(params_file: str = paths.PARAMS_FILE, check: bool = True) -> Context:
     runtime.setup_logging()
-    params = config.load(params_file)
+    declared = config.load(params_file)
     if check:
-        dvcfile.check_fresh(dag.build(params))
-    return Context(params, runtime.configure(params.runtime))
+        dvcfile.check_fresh(dag.build(declared))
+    return of(declared)
+
+
+def of(declared: Params) -> Context:
+    """The context of a stage of the experiment ``declared`` (threads, seeds and device set)."""
+    params = config.effective(declared)
+    return Context(params, runtime.configure(params.runtime), declared)

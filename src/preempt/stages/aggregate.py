@@ -74,11 +74,12 @@ def summary(df: pd.DataFrame) -> dict[str, dict[str, float]]:
 
 def run(ctx: Context) -> None:
     checked = claims.load(paths.CLAIMS_FILE)  # a bad claims file fails before anything is written
-    df, outcomes = tables(ctx.params)
-    times = timing(ctx.params)
+    p = ctx.declared  # refs and tables of the experiment as written (a shrunk run: the same cells)
+    df, outcomes = tables(p)
+    times = timing(p)
     log.info("checking %d claims on %d cells (%d per-image outcomes) and %d timings (%d bootstrap resamples)",
-             len(checked), len(df), len(outcomes), len(times), ctx.params.statistics.resamples)
-    verdicts = claims.check(checked, claims.Data.of(df, outcomes, times), ctx.params.statistics)
+             len(checked), len(df), len(outcomes), len(times), p.statistics.resamples)
+    verdicts = claims.check(checked, claims.Data.of(df, outcomes, times), p.statistics)
     artifacts.write_text(paths.METRICS_CSV, df.to_csv(index=False, float_format="%.6g"))
     # gzip without a file name or time in its header: the same outcomes give the same bytes (DVC hash)
     artifacts.write_bytes(paths.OUTCOMES_CSV, gzip.compress(outcomes.to_csv(index=False, float_format="%.6g").encode(),

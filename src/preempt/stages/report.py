@@ -48,8 +48,8 @@ def producers() -> dict[str, list[str]]:
 
 def parameters(ctx: Context, notebook: str, figures: Path) -> dict[str, Any]:
     """What papermill injects: absolute paths (the kernel's cwd is the project root anyway)."""
-    r = ctx.params.report
-    inputs = dag.report_inputs(ctx.params, notebook)
+    r = ctx.params.report  # a shrunk run shows as many examples as it has images
+    inputs = dag.report_inputs(ctx.declared, notebook)
     absolute = {k: ({n: os.path.abspath(v) for n, v in v.items()} if isinstance(v, dict) else os.path.abspath(v))
                 for k, v in inputs.items()}
     base = {"metrics_csv": os.path.abspath(paths.METRICS_CSV), "published_csv": os.path.abspath(paths.PUBLISHED_CSV),
@@ -59,6 +59,20 @@ def parameters(ctx: Context, notebook: str, figures: Path) -> dict[str, Any]:
     return {**base, "claims_csv": os.path.abspath(paths.CLAIMS_CSV), "outcomes_csv": os.path.abspath(paths.OUTCOMES_CSV),
             "artifact_paths": absolute,
             "producers": producers(), "params_file": paths.PARAMS_FILE}
+
+
+SHRUNK_BANNER = ("**Shrunk test run** (params.yaml `shrink:`, see `preempt.shrink`): every stage, cell and "
+                 "exhibit of this experiment, computed at toy scale with random-weight stand-ins for the zoo "
+                 "models. The numbers below mean nothing; they only show that the pipeline runs.")
+
+
+def shrunk_banner(text: str) -> str:
+    """The executed notebook (JSON text) with :data:`SHRUNK_BANNER` as its first cell."""
+    import nbformat
+
+    nb = nbformat.reads(text, as_version=4)
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(SHRUNK_BANNER))
+    return nbformat.writes(nb)
 
 
 def export_html(notebook: Path, out: Path) -> None:
@@ -88,7 +102,7 @@ def run(ctx: Context, notebook: str) -> None:
                                 kernel_name=kernel_name(), progress_bar=False, cwd=os.getcwd())
             # point the notebook's figure paths at their final place before it is published
             text = tmp_nb.read_text().replace(str(tmp_figs.resolve()), str(figs.resolve()))
-            tmp_nb.write_text(text)
+            tmp_nb.write_text(shrunk_banner(text) if ctx.declared.shrink is not None else text)
             export_html(tmp_nb, tmp_html)
             for f in (tmp_nb, tmp_html):
                 f.chmod(0o644)  # readable by the team (mkstemp makes files private)

@@ -29,7 +29,8 @@ def run(ctx: Context, defense: str) -> None:
     n = min(block.images, len(data["x"]))
     x, y = data["x"][:n].to(ctx.device), data["y"][:n].to(ctx.device)
     models = ctx.role_models(cfg)
-    log.info("timing defense %s (%s) on %d images: 1 warm-up + %d timed runs", defense, cfg.ref(), n, block.repeats)
+    ref = ctx.declared.defenses[defense].ref()  # as written (a shrunk run computes with fewer samples)
+    log.info("timing defense %s (%s) on %d images: 1 warm-up + %d timed runs", defense, ref, n, block.repeats)
     compute(cfg, x, y, models, lo=0, batch_size=n, device=ctx.device, desc=f"time {defense} (warm-up)")
     seconds = []
     for r in range(block.repeats):
@@ -37,7 +38,7 @@ def run(ctx: Context, defense: str) -> None:
         compute(cfg, x, y, models, lo=0, batch_size=n, device=ctx.device, desc=f"time {defense} ({r + 1}/{block.repeats})")
         seconds.append((time.perf_counter() - t0) / n)
     out = paths.timing_path(defense)
-    artifacts.write_json(out, {**provenance(ctx, "timing", cfg, sum(seconds) * n, defense=defense), "defense_ref": cfg.ref(),
+    artifacts.write_json(out, {**provenance(ctx, "timing", cfg, sum(seconds) * n, defense=defense), "defense_ref": ref,
                                "images": n, "repeats": block.repeats, "sec_per_image": seconds})
     log.info("defense %s: %s s/image over %d repeats -> %s", defense, ", ".join(f"{s:.4g}" for s in seconds),
              block.repeats, out)

@@ -1,0 +1,100 @@
+"""The test-only ``shrink`` switch: an experiment file's whole DAG at toy scale, on a CPU.
+
+A paper experiment (``config/cifar10.yaml``, ``config/imagenet.yaml``) needs a GPU cluster. With a
+``shrink:`` section in params.yaml, every stage still runs, for the same cells, refs, tables,
+figures and notebooks (the DAG and every ref are computed from the file *as written*), but the
+stages that compute (data, model, defend, revert, attack, timing) see a shrunk copy of it:
+
+- the first ``images`` evaluation images and the first ``train_images`` training images;
+- every iteration count (attack steps, APGD iterations, Square queries, Bi-Level outer and inner
+  steps, training epochs, AT steps, ...) capped at ``steps``, every sample count (MCGS's and
+  Bi-Level's N, EOT, restarts, APGD-T targets, smoothing votes, CERTIFY's n0 and n) at ``samples``;
+  MCGS schedules (``F1B1``, ``F100``) are kept as written: they are what the cells are about;
+- each RobustBench model replaced by a small random-weight network of the same interface
+  (``source: standin``, seeded by the zoo name), because the zoo's paper-scale architectures are
+  too slow on a CPU (WRN-94-16: about 44 GFLOPs per CIFAR image forward; the 627 cells of
+  config/cifar10.yaml would take hours). That every zoo architecture builds and runs is pinned
+  separately (tests/test_zoo.py); this switch checks the pipeline around them;
+- the CPU, one thread.
+
+Its numbers mean nothing; the reports say "shrunk run" on top. It exists so that the test suite
+runs the paper experiments end to end (tests/test_paper_experiments.py), and so that a user can
+smoke-test an edited experiment file before spending GPU days (README, *Testing an experiment
+file*). The section is a stage param of every computing stage: adding or removing it reruns them.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import Field
+
+from .models.standin import FEATURE_LAYER
+from .registry import MethodConfig
+
+STEPS = frozenset({"steps", "n_iter", "n_queries", "max_iter", "inner_steps", "epochs", "outer_iters",
+                   "attack_steps", "binary_search_steps"})
+SAMPLES = frozenset({"n_samples", "eot_iter", "restarts", "n_target_classes", "n", "n0", "grad_samples"})
+# AutoAttack's counts default to its version's own (None = standard's 100 iterations, 5000 queries,
+# 9 targets; rand's 20 EOT samples): set, so that they are capped too
+AUTOATTACK_COUNTS = {"n_iter": STEPS, "n_queries": STEPS, "n_target_classes": SAMPLES, "eot_iter": SAMPLES}
+
+
+class ShrinkConfig(MethodConfig):
+    """params.yaml ``shrink:`` (test-only; see the module's docstring)."""
+
+    images: int = Field(4, ge=1, le=64, description="evaluation images (dataset.n_eval, timing.images)")
+    train_images: int = Field(64, ge=1, description="training images (dataset.n_train, JATP's train_images)")
+    steps: int = Field(1, ge=1, description="cap on every iteration count")
+    samples: int = Field(2, ge=1, description="cap on every sample count")
+    stand_in: bool = Field(True, description="RobustBench models -> small random-weight networks (source: standin)")
+
+
+def _cap(node: Any, cfg: ShrinkConfig) -> Any:
+    """Every int under a STEPS or SAMPLES key of a nested mapping, capped (lists are kept)."""
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if isinstance(value, int) and not isinstance(value, bool) and key in STEPS | SAMPLES:
+            value = min(value, cfg.steps if key in STEPS else cfg.samples)
+        out[key] = _cap(value, cfg)
+    return out
+
+
+def shrunk_raw(raw: dict[str, Any], cfg: ShrinkConfig) -> dict[str, Any]:
+    """The params mapping the computing stages run: ``raw`` (its entries dumped with their defaults,
+    see ``preempt.config.effective``) with the caps applied; a new mapping."""
+    raw = copy.deepcopy(raw)
+    raw.pop("shrink", None)
+    ds = raw["dataset"]
+    ds["n_eval"] = min(int(ds.get("n_eval", cfg.images)), cfg.images)
+    ds["n_train"] = min(int(ds.get("n_train") or cfg.train_images), cfg.train_images)
+    models = {}
+    for name, m in raw["models"].items():
+        if cfg.stand_in and m.get("source") == "robustbench":
+            m = {"source": "standin", "name": m["name"]}
+        if m.get("source") == "jatp":
+            if cfg.stand_in and raw["models"].get(m.get("target"), {}).get("source") == "robustbench":
+                m["feature_layer"] = FEATURE_LAYER  # the zoo target's layer is the stand-in's features
+            m["train_images"] = min(int(m.get("train_images") or cfg.train_images), cfg.train_images)
+        models[name] = _cap(m, cfg)
+    raw["models"] = models
+    for section in ("defenses", "attacks", "reversions"):
+        entries = {}
+        for name, e in raw.get(section, {}).items():
+            if section == "attacks" and e.get("method") == "autoattack":
+                e = {**e, **{k: (cfg.steps if kind is STEPS else cfg.samples)
+                             for k, kind in AUTOATTACK_COUNTS.items() if e.get(k) is None}}
+            entries[name] = _cap(e, cfg)
+        if entries:
+            raw[section] = entries
+    if "timing" in raw:
+        raw["timing"] = {**raw["timing"], "images": min(int(raw["timing"].get("images", cfg.images)), cfg.images)}
+    metrics = raw.get("metrics") or {}
+    raw["metrics"] = {**metrics, "grad_sim_images": min(int(metrics.get("grad_sim_images", 100)), cfg.images)}
+    report = raw.get("report") or {}
+    raw["report"] = {**report, "n_examples": min(int(report.get("n_examples", 8)), cfg.images)}
+    raw["runtime"] = {**(raw.get("runtime") or {}), "device": "cpu", "num_threads": 1}
+    return raw
