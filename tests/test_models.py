@@ -25,6 +25,16 @@ def test_architectures_map_images_to_logits(arch: str) -> None:
     assert net(torch.rand(2, 1, 8, 8)).shape == (2, 10)
 
 
+def test_wrn34_10_is_robustbenchs_wide_resnet_at_moon_et_als_size() -> None:
+    """Moon et al.'s CIFAR-10 victims (config/moon-cifar10.yaml): WRN-34-10, 46.2M parameters."""
+    net = ARCHS["wrn34_10"].fn((3, 32, 32), 10)
+    assert type(net).__module__ == "robustbench.model_zoo.architectures.wide_resnet"
+    assert round(sum(p.numel() for p in net.parameters()) / 1e6, 1) == 46.2
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="3-channel"):
+        ARCHS["wrn34_10"].fn((1, 8, 8), 10)
+
+
 @pytest.mark.skipif(not AKAMASTER.is_dir(), reason="offline akamaster weights not present")
 def test_resnet20_matches_the_akamaster_checkpoint_keys() -> None:
     ckpt = torch.load(AKAMASTER / "akamaster_resnet20-12fca82f.th", map_location="cpu", weights_only=True)

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..compat import import_robustbench
 from . import ARCHS
 
 
@@ -115,3 +116,16 @@ for _depth in (8, 14, 20, 32, 44, 56):
     _factory.__doc__ = (f"CIFAR ResNet-{_depth} (He et al., option-A shortcuts; akamaster's parameter names), "
                         f"{(_depth - 2) // 6} block(s) per stage.")
     ARCHS.register(f"resnet{_depth}")(_factory)
+
+
+@ARCHS.register("wrn34_10")
+def wrn34_10(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    """WideResNet-34-10 (Zagoruyko and Komodakis): Moon et al.'s CIFAR-10 victims, trained here.
+    RobustBench's own implementation (``robustbench.model_zoo.architectures.wide_resnet``), the
+    one its WRN zoo entries load into, so nothing of it is written twice; 46M parameters."""
+    if in_shape[0] != 3:
+        raise ValueError(f"wrn34_10 takes 3-channel images, not {in_shape[0]}")
+    import_robustbench()
+    from robustbench.model_zoo.architectures.wide_resnet import WideResNet
+
+    return WideResNet(depth=34, widen_factor=10, num_classes=n_classes)
