@@ -65,3 +65,14 @@ def test_equal_tensors_give_byte_equal_files(tmp_path) -> None:
     artifacts.save(tmp_path / "b" / "a.pt", t, {"stage": "other"})
     assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b" / "a.pt").read_bytes()
     assert artifacts.load_meta(tmp_path / "a.pt")["sha256"] == artifacts.load_meta(tmp_path / "b" / "a.pt")["sha256"]
+
+
+def test_a_slice_is_saved_as_its_own_elements_not_its_base(tmp_path) -> None:
+    """The data stage keeps x[:n_eval] of a whole split: the file holds those images only (torch.save
+    of a view writes the view's entire storage)."""
+    base = torch.rand(1000, 3, 8, 8)
+    artifacts.save(tmp_path / "head.pt", {"x": base[:10], "tail": base[-3:, 0]}, {})
+    artifacts.save(tmp_path / "own.pt", {"x": base[:10].clone(), "tail": base[-3:, 0].clone()}, {})
+    assert (tmp_path / "head.pt").stat().st_size == (tmp_path / "own.pt").stat().st_size < base.numel()
+    back, _ = artifacts.load(tmp_path / "head.pt")
+    assert torch.equal(back["x"], base[:10]) and torch.equal(back["tail"], base[-3:, 0])
