@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -50,24 +48,13 @@ def params():
 
 
 @pytest.fixture(scope="session")
-def small_run(tmp_path_factory, worker_id: str) -> Path:
+def small_run(tmp_path_factory) -> Path:
     """``workspace.small_params`` (tests/workspace.py) run once by ``snakemake --cores 2``: the uninterrupted,
-    unsharded, local reference that the fault, sharding and SLURM tests compare with (read only).
-    Built once per test session, not once per pytest-xdist worker: the first worker to need it
-    builds it under a lock in the session's shared temporary folder, the others wait and reuse it."""
+    unsharded, local reference that the fault, sharding and SLURM tests compare with."""
     from workspace import make, run, small_params
 
-    root = tmp_path_factory.getbasetemp()
-    root = root.parent if worker_id != "master" else root  # the folder all workers of this session share
-    ws, done = root / "small-run", root / "small-run.done"
-    with open(root / "small-run.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.is_file():
-            shutil.rmtree(ws, ignore_errors=True)
-            ws.mkdir()
-            make(ws, small_params())
-            run(["snakemake", "--cores", "2"], ws)
-            done.touch()
+    ws = make(tmp_path_factory.mktemp("small"), small_params())
+    run(["snakemake", "--cores", "2"], ws)
     return ws
 
 
