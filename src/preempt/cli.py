@@ -123,9 +123,10 @@ def _inline(args: argparse.Namespace) -> None:
         stages = dag.build(declared)
         dvcfile.check_fresh(stages)
         prefetch.check(declared)  # every external file in place, before any compute
+        params = config.effective(declared)  # once: each stage's context only sets threads and seeds afresh
         for i, st in enumerate(stages, 1):
             log.info("inline %d/%d: %s", i, len(stages), st.cmd)
-            _call(stage_context(declared), st.family, list(st.args), st.shard)
+            _call(stage_context(declared, params), st.family, list(st.args), st.shard)
         log.info("inline: %d stages done%s", len(stages), " (shrunk: see params.yaml shrink)" if declared.shrink else "")
 
 

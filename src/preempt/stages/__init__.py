@@ -92,7 +92,8 @@ def context(params_file: str = paths.PARAMS_FILE, check: bool = True) -> Context
     return of(declared)
 
 
-def of(declared: Params) -> Context:
-    """The context of a stage of the experiment ``declared`` (threads, seeds and device set)."""
-    params = config.effective(declared)
+def of(declared: Params, params: Params | None = None) -> Context:
+    """The context of a stage of the experiment ``declared`` (threads, seeds and device set);
+    ``params``: its ``config.effective`` copy, when the caller has it already (one per run)."""
+    params = config.effective(declared) if params is None else params
     return Context(params, runtime.configure(params.runtime), declared)
