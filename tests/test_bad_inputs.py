@@ -203,3 +203,10 @@ def test_a_device_out_of_memory_is_one_line_naming_the_stage_models_and_knob(mon
     assert len(err) == 1 and err[0].startswith("preempt: error: defend mcgs: ")
     assert "out of memory" in err[0] and "classifier, backbone" in err[0]
     assert "runtime.batch_size (now 500)" in err[0] and "defenses.mcgs.chunk_size (now auto)" in err[0]
+    assert "runtime.model_batch.classifier (now unset)" in err[0] and "runtime.memory_fraction (now 0.8)" in err[0]
+    from preempt.stages import attack
+    monkeypatch.setattr(attack, "run", full)
+    assert cli.main(["attack", "none", "none", "victim_mlp", "pgd"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "with model(s) victim_mlp;" in err[0]
+    assert "runtime.model_batch.victim_mlp (now unset) or runtime.batch_size (now 500)" in err[0]

@@ -259,3 +259,74 @@ def test_a_batch_out_of_memory_is_retried_in_halves_with_the_same_res(linear, im
     with pytest.raises(torch.OutOfMemoryError):
         compute(cfg, images, y, {"classifier": Budget(0), "backbone": Budget(0)}, lo=0, batch_size=16,
                 device=torch.device("cpu"))
+
+
+def test_a_gpu_stage_sizes_its_passes_to_the_measured_free_memory(linear, images, monkeypatch) -> None:
+    """A simulated GPU that holds 10 images' activations: the probe pass of 4 images measures the
+    memory per image, later passes take 80% of the free memory (8 images), none runs out of
+    memory, and the REs are those of the unconstrained run. The timing stage's repeats reuse
+    the size (one probe); ``runtime.model_batch`` caps it."""
+    from preempt import runtime
+    from preempt.stages.defend import compute
+
+    per_image = 1000
+    budget = 10 * per_image
+
+    class Sim(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[int] = []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.seen.append(len(x))
+            if len(x) * per_image > budget:
+                raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+            return (x.flatten(1).unsqueeze(1) * linear.w).sum(-1) + linear.b
+
+    class Meter:
+        probes = 0
+
+        def free(self, device: torch.device) -> int:
+            return budget
+
+        def measure(self, device: torch.device, fn):  # peak: the largest pass the probe made
+            Meter.probes += 1
+            start = len(sim.seen)
+            out = fn()
+            return out, max(sim.seen[start:]) * per_image
+
+    sim, unlimited = Sim(), Sim()
+    monkeypatch.setattr(runtime, "METER", Meter())
+    cfg = cfg_(max_iter=3, inner_steps=2)
+    y = torch.arange(16) % 10
+    dev = torch.device("cpu")
+    budget = 10_000 * per_image
+    want = compute(cfg, images, y, {"classifier": unlimited, "backbone": unlimited}, lo=0, batch_size=16, device=dev)[0]
+    budget = 10 * per_image
+    passes = runtime.DeviceBatch(16, dev, fraction=0.8)
+    got = compute(cfg, images, y, {"classifier": sim, "backbone": sim}, lo=0, batch_size=16, device=dev, passes=passes)[0]
+    assert torch.equal(want, got)
+    assert passes.size == 8 and Meter.probes == 1
+    assert sim.seen[0] == runtime.PROBE_IMAGES and max(sim.seen) == 8  # the probe, then passes of 8
+    compute(cfg, images, y, {"classifier": sim, "backbone": sim}, lo=0, batch_size=16, device=dev, passes=passes)
+    assert Meter.probes == 1  # a second run with the same passes does not probe again
+    capped = runtime.DeviceBatch(3, dev, fraction=0.8)
+    compute(cfg, images[:8], y[:8], {"classifier": sim, "backbone": sim}, lo=0, batch_size=8, device=dev, passes=capped)
+    assert capped.size == 3
+
+
+def test_model_batch_caps_the_batches_of_the_stages_that_run_the_model() -> None:
+    """``runtime.model_batch``: the smallest entry among a stage's models applies; other models and
+    an unset entry leave ``runtime.batch_size``; a name that is no model is one error line."""
+    from preempt.errors import ConfigError
+    from preempt.runtime import RuntimeConfig
+
+    rt = RuntimeConfig(batch_size=256, model_batch={"big": 32, "huge": 8})
+    assert rt.batch("cpu", (3, 32, 32)) == 256
+    assert rt.batch("cpu", (3, 32, 32), ["small"]) == 256
+    assert rt.batch("cpu", (3, 32, 32), ["big", "small"]) == 32
+    assert rt.batch("cpu", (3, 32, 32), ["big", "huge"]) == 8
+    from preempt import config
+    raw = config.load().raw
+    with pytest.raises(ConfigError, match=r"runtime.model_batch: 'nosuch' is not defined in models"):
+        config.parse({**raw, "runtime": {**raw.get("runtime", {}), "model_batch": {"nosuch": 4}}}, "params.yaml")

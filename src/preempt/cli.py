@@ -133,19 +133,26 @@ def _inline(args: argparse.Namespace) -> None:
 def out_of_memory(command: str, values: list[str], p: config.Params, device: torch.device, err: BaseException) -> str:
     """The one line for a device out of memory: the stage, its models and the params.yaml knob."""
     stage = " ".join([command, *values])
-    knobs = [f"runtime.batch_size (now {p.runtime.batch_size})"]
+    rt = p.runtime
     models: list[str] = []
     if command == "model":
         models = values[:1]
         batch = getattr(p.models[values[0]], "batch_size", None)
-        knobs = [f"models.{values[0]}.batch_size (now {batch})"] if batch is not None else knobs
-    elif command in ("defend", "timing", "revert"):
-        cfg = p.defenses[values[0]]
-        models = list(defense_roles(cfg).values())
-        if hasattr(cfg, "chunk_size"):
-            knobs.append(f"defenses.{values[0]}.chunk_size (now {getattr(cfg, 'chunk_size')})")
-    elif command == "attack":
-        models = [values[2]]
+        knobs = ([f"models.{values[0]}.batch_size (now {batch})"] if batch is not None
+                 else [f"runtime.batch_size (now {rt.batch_size})"])
+    else:
+        if command in ("defend", "timing", "revert"):
+            cfg = p.defenses[values[0]]
+            models = list(dict.fromkeys(defense_roles(cfg).values()))
+        elif command == "attack":
+            models = [values[2], *p.attacks[values[3]].surrogates]
+        knobs = [f"runtime.model_batch.{m} (now {rt.model_batch.get(m, 'unset')})" for m in models]
+        knobs.append(f"runtime.batch_size (now {rt.batch_size})")
+        if command in ("defend", "timing"):
+            cfg = p.defenses[values[0]]
+            knobs.append(f"runtime.memory_fraction (now {rt.memory_fraction})")
+            if hasattr(cfg, "chunk_size"):
+                knobs.append(f"defenses.{values[0]}.chunk_size (now {getattr(cfg, 'chunk_size')})")
     what = str(err).splitlines()[0] if str(err) else "out of memory"
     return (f"{stage}: {device} out of memory ({what[:120]}) with model(s) {', '.join(models) or '-'}; "
             f"lower {' or '.join(knobs)} in params.yaml and rerun")

@@ -316,6 +316,10 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
             raise ConfigError(f"timing.defenses: '{name}' is not defined in defenses; {closest(name, list(sections['defenses']))}")
     if len(set(timing.defenses)) != len(timing.defenses):
         raise ConfigError(f"timing.defenses: names repeat ({timing.defenses}); list each once")
+    runtime = validate_model(RuntimeConfig, raw.get("runtime", {}), "runtime")
+    for name in runtime.model_batch:
+        if name not in sections["models"]:
+            raise ConfigError(f"runtime.model_batch: '{name}' is not defined in models; {closest(name, list(sections['models']))}")
     return Params(
         timing=timing,
         statistics=validate_model(Statistics, raw.get("statistics", {}), "statistics"),
@@ -323,7 +327,7 @@ def parse(raw: Any, source: str = DEFAULT_PARAMS) -> Params:
         dataset=dataset,
         grid=grid,
         metrics=validate_model(MetricsConfig, raw.get("metrics", {}), "metrics"),
-        runtime=validate_model(RuntimeConfig, raw.get("runtime", {}), "runtime"),
+        runtime=runtime,
         shards=validate_model(ShardsConfig, raw.get("shards", {}), "shards"),
         report=validate_model(ReportConfig, raw.get("report", {}), "report"),
         resources=validate_model(ResourcesConfig, raw.get("resources", {}), "resources"),

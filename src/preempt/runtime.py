@@ -49,9 +49,23 @@ class RuntimeConfig(MethodConfig):
     tf32: bool = Field(False, description="allow TF32 convolutions and matmuls on CUDA (about 1.5x faster "
                                           "MCGS on an H100; REs then depend on the batch size)")
 
-    def batch(self, device: torch.device | str, sample_shape: Sequence[int]) -> int:
-        """``batch_size``, with 'auto' resolved for this device and image size."""
-        return self.batch_size if self.batch_size != "auto" else auto_batch_size(device, sample_shape)
+    # Device memory (the GPU's; see DeviceBatch). A defense stage's first pass on a GPU is a
+    # probe whose peak memory sets how many images later passes take: this share of the memory
+    # that was free. Per-image random streams make the REs independent of it.
+    memory_fraction: float = Field(0.8, gt=0, le=1, description="share of the free GPU memory a defense stage "
+                                                                "sizes its passes to (measured on a probe pass)")
+    # An attack stage's batches are its own seeded units (an attack's random starts are drawn per
+    # batch), so they are not sized by a measurement, which would make results depend on what else
+    # holds the GPU: a model too large for runtime.batch_size gets its own, declared number here.
+    model_batch: dict[str, PositiveInt] = Field(
+        default_factory=dict, description="images per batch of any stage that runs this model (the smallest of a "
+                                          "stage's models applies), e.g. {bartoldson2024_wrn94_16: 64}")
+
+    def batch(self, device: torch.device | str, sample_shape: Sequence[int], models: Iterable[str] = ()) -> int:
+        """``batch_size``, with 'auto' resolved for this device and image size, capped by the
+        ``model_batch`` of each of ``models``."""
+        bs = self.batch_size if self.batch_size != "auto" else auto_batch_size(device, sample_shape)
+        return min([bs, *(self.model_batch[m] for m in models if m in self.model_batch)])
 
 
 # The per-device rule behind 'auto' (measured with benchmarks/mcgs_throughput.py). On a CPU, a
@@ -81,6 +95,72 @@ def auto_chunk(device: torch.device | str, sample_shape: Sequence[int]) -> int:
     """Samples per forward+backward pass of a batched multi-start method (MCGS's ``chunk_size:
     auto``): 128 on a CPU (cache-sized), 8,192 on a GPU, for CIFAR-sized images (at least 1)."""
     return _scaled(PASS_SAMPLES, device, sample_shape, floor=1)
+
+
+class MemoryMeter:
+    """What batch sizing reads of a device's memory: CUDA's allocator on a GPU; a CPU has no
+    budget to size to (``free`` is None). Tests put a simulated device in ``METER``'s place."""
+
+    def free(self, device: torch.device) -> int | None:
+        """Bytes a stage can still allocate: the device's free memory plus what PyTorch's caching
+        allocator holds unused; None on a CPU."""
+        if device.type != "cuda":
+            return None
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+    def measure(self, device: torch.device, fn: Callable[[], T]) -> tuple[T, int]:
+        """``fn()`` and the peak bytes it allocated beyond what was allocated before it."""
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out, int(torch.cuda.max_memory_allocated(device) - base)
+
+
+METER = MemoryMeter()
+PROBE_IMAGES = 4  # images of the probe pass: its fixed overheads count per image, so the fit errs small
+
+
+class DeviceBatch:
+    """How many images a stage puts through the device at once, sized to the device's memory.
+
+    On a device with a memory budget (a GPU) and a ``fraction``, the first pass is a probe of
+    ``PROBE_IMAGES`` images: its peak memory per image sets the size that fills ``fraction`` of
+    the memory free before it (at most ``cap``, at least 1). Passes that still run out of memory
+    are halved by the caller (:meth:`halve`). Without a budget (a CPU) the size is ``cap``. One
+    object can serve several runs of the same work (the timing stage's repeats): it probes once."""
+
+    def __init__(self, cap: int, device: torch.device, fraction: float | None = None) -> None:
+        self.size, self.device, self.fraction = cap, device, fraction
+        self.pending = fraction is not None and METER.free(device) is not None
+
+    def next(self, remaining: int) -> int:
+        """Images of the next pass."""
+        return min(remaining, PROBE_IMAGES if self.pending else self.size)
+
+    def run(self, k: int, fn: Callable[[], T], desc: str) -> T:
+        """``fn()`` on the next ``k`` images, measured when it is the probe."""
+        if not self.pending:
+            return fn()
+        free = METER.free(self.device)
+        out, peak = METER.measure(self.device, fn)
+        self.pending = False
+        if free is not None and peak > 0:
+            fraction = self.fraction if self.fraction is not None else 1.0
+            self.size = max(1, min(self.size, int(fraction * free * k // peak)))
+            log.info("%s: %.3g MiB per image on the probe pass, %.3g GiB free: passes of %d images",
+                     desc, peak / k / 2**20, free / 2**30, self.size)
+        return out
+
+    def halve(self, k: int) -> int:
+        """After ``k`` images ran the device out of memory: the new size (half of ``k``)."""
+        self.pending = False
+        self.size = -(-k // 2)
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        return self.size
 
 
 def cpu_has_bf16() -> bool:

@@ -27,7 +27,8 @@ radius of a correct prediction (``cert``; -1 for an abstention or a wrong class)
 stage joins them into ``results/outcomes.csv.gz``: two cells on the same images are then paired
 samples (``preempt.stats``).
 
-The attack runs batch by batch (``runtime.batch_size``), each batch with its own seeded
+The attack runs batch by batch (``runtime.batch_size``, or the smaller ``runtime.model_batch`` of
+the victim or a surrogate: a declared number, since an attack's random draws are per batch), each batch with its own seeded
 generator, so a shard (``--shard I/K``, whole batches) crafts exactly the examples the unsharded
 stage crafts for its images; it saves them, and ``gather adv`` joins the shards and scores the
 cell with :func:`score`, the same code as the unsharded stage.
@@ -71,8 +72,8 @@ def craft(ctx: Context, attack: str, victim: str, x_in: torch.Tensor, y: torch.T
     p = ctx.params
     acfg = p.attacks[attack]
     fn = ATTACKS[acfg.method].fn
-    bs = p.runtime.batch(ctx.device, x_in.shape[1:])
     surrogates = list(acfg.surrogates)
+    bs = p.runtime.batch(ctx.device, x_in.shape[1:], [victim, *surrogates])
     advs: dict[str, torch.Tensor] = {}
     for name in surrogates or [victim]:
         crafted_on = ctx.model(name) if surrogates else model
@@ -201,8 +202,8 @@ def run(ctx: Context, defense: str, reversion: str, victim: str, attack: str, sh
     acfg = p.attacks[attack]
     cell = (defense, reversion, victim, attack)
     x_in, y, x0, model, meta = inputs(ctx, *cell)
-    lo, hi = shard_range(len(x_in), p.runtime.batch(ctx.device, x_in.shape[1:]), shard)
     surrogates = list(acfg.surrogates)
+    lo, hi = shard_range(len(x_in), p.runtime.batch(ctx.device, x_in.shape[1:], [victim, *surrogates]), shard)
     log.info("attack %s on victim %s%s, input %s/%s (images %d-%d of %d%s, eps=%.4g)", attack, victim,
              f" (transfer from {', '.join(surrogates)})" if surrogates else "", defense, reversion, lo, hi,
              len(x_in), f", shard {paths.shard_suffix(shard)}" if shard else "", acfg.eps)

@@ -23,7 +23,7 @@ from torch import nn
 
 from .. import artifacts, defenses, paths
 from ..paths import Shard
-from ..runtime import ImageStreams, batch_generator, log, progress, shard_range
+from ..runtime import DeviceBatch, ImageStreams, batch_generator, log, progress, shard_range
 from . import Context, provenance
 
 
@@ -36,34 +36,34 @@ def record(ctx: Context, name: str, seconds: float, n: int, **extra: Any) -> dic
 
 def compute(cfg: defenses.DefenseConfig, x: torch.Tensor, y: torch.Tensor, models: Mapping[str, nn.Module], *,
             lo: int, batch_size: int, device: torch.device, shift: torch.Tensor | None = None,
-            desc: str = "defend") -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+            desc: str = "defend", passes: DeviceBatch | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """REs of images ``lo..lo+len(x)`` of the evaluation set, batch by batch, each batch and image
     with its own seeded randomness (the module docstring), and the traced diagnostics; returns when
     the device is done (a GPU is synchronised), so that the caller's clock measures the work.
 
-    A batch that runs the device out of memory is retried in halves (down to one image, then the
+    ``passes`` says how many images of a batch go through the device at once (sized to a GPU's
+    memory by a probe pass, :class:`~preempt.runtime.DeviceBatch`; default: the whole batch). A
+    pass that runs the device out of memory is retried in halves (down to one image, then the
     error goes up to the CLI's one line); the smaller size is kept for the rest of the stage.
-    Per-image streams make MCGS's and Bi-Level's REs the same whatever the size."""
+    Per-image streams make MCGS's and Bi-Level's REs the same whatever the sizes."""
     parts = [x[:0]]
     traces: list[dict[str, torch.Tensor]] = []
-    bs = step = batch_size
-    for i in progress(range(0, len(x), bs), desc=desc, total=-(-len(x) // bs)):
+    dev = passes if passes is not None else DeviceBatch(batch_size, device)
+    for i in progress(range(0, len(x), batch_size), desc=desc, total=-(-len(x) // batch_size)):
         gen = batch_generator(cfg.seed, lo + i, device)
-        j, end = i, min(i + bs, len(x))
+        j, end = i, min(i + batch_size, len(x))
         while j < end:
-            k = min(step, end - j)
+            k = dev.next(end - j)
             trace: defenses.Trace = {}
             streams = ImageStreams(cfg.seed, range(lo + j, lo + j + k), device)
             try:
-                out = defenses.run(cfg, x[j:j + k], models=models, y_true=y[j:j + k], generator=gen,
-                                   label_shift=None if shift is None else shift[j:j + k], trace=trace, streams=streams)
+                out = dev.run(k, lambda: defenses.run(
+                    cfg, x[j:j + k], models=models, y_true=y[j:j + k], generator=gen,
+                    label_shift=None if shift is None else shift[j:j + k], trace=trace, streams=streams), desc)
             except torch.OutOfMemoryError:
                 if k == 1:
                     raise
-                step = -(-k // 2)
-                if device.type == "cuda":
-                    torch.cuda.empty_cache()
-                log.warning("%s: %s out of memory on %d images; going on in batches of %d", desc, device, k, step)
+                log.warning("%s: %s out of memory on %d images; going on in passes of %d", desc, device, k, dev.halve(k))
                 continue
             parts.append(out)
             traces.append({f"trace_{n}": torch.stack(v, 1) for n, v in trace.items()})  # image x iteration
@@ -72,6 +72,14 @@ def compute(cfg: defenses.DefenseConfig, x: torch.Tensor, y: torch.Tensor, model
         torch.cuda.synchronize()
     diag = {k: torch.cat([t[k] for t in traces]) for k in traces[0]} if traces else {}
     return torch.cat(parts), diag
+
+
+def passes(ctx: Context, cfg: defenses.DefenseConfig, batch_size: int) -> DeviceBatch:
+    """The device passes of a defense stage: at most a batch, or the smallest ``runtime.model_batch``
+    of its models, sized to a GPU's free memory (``runtime.memory_fraction``)."""
+    rt = ctx.params.runtime
+    cap = min([batch_size, *(rt.model_batch[m] for m in defenses.roles(cfg).values() if m in rt.model_batch)])
+    return DeviceBatch(cap, ctx.device, rt.memory_fraction)
 
 
 def run(ctx: Context, name: str, shard: Shard | None = None) -> None:
@@ -87,7 +95,8 @@ def run(ctx: Context, name: str, shard: Shard | None = None) -> None:
     log.info("defense %s (%s) on %d images%s, batch %d%s", name, cfg.method, len(x), where, bs,
              f", {int((shift != 0).sum())} of them with a wrong label (mislabel protocol)" if shift is not None else "")
     t0 = time.perf_counter()
-    x_r, diag = compute(cfg, x, y, models, lo=lo, batch_size=bs, device=ctx.device, shift=shift, desc=f"defend {name}")
+    x_r, diag = compute(cfg, x, y, models, lo=lo, batch_size=bs, device=ctx.device, shift=shift, desc=f"defend {name}",
+                         passes=passes(ctx, cfg, bs))
     seconds = time.perf_counter() - t0
     out = paths.re_shard_path(name, shard) if shard else paths.re_path(name)
     artifacts.save(out, {"x": x_r, "y": y, **diag}, record(ctx, name, seconds, len(x), shard=list(shard) if shard else None,

@@ -19,7 +19,7 @@ import time
 from .. import artifacts, paths
 from ..runtime import log
 from . import Context, provenance
-from .defend import compute
+from .defend import compute, passes
 
 
 def run(ctx: Context, defense: str) -> None:
@@ -31,11 +31,13 @@ def run(ctx: Context, defense: str) -> None:
     models = ctx.role_models(cfg)
     ref = ctx.declared.defenses[defense].ref()  # as written (a shrunk run computes with fewer samples)
     log.info("timing defense %s (%s) on %d images: 1 warm-up + %d timed runs", defense, ref, n, block.repeats)
-    compute(cfg, x, y, models, lo=0, batch_size=n, device=ctx.device, desc=f"time {defense} (warm-up)")
+    dev = passes(ctx, cfg, n)  # sized on the warm-up: the timed runs do not probe
+    compute(cfg, x, y, models, lo=0, batch_size=n, device=ctx.device, desc=f"time {defense} (warm-up)", passes=dev)
     seconds = []
     for r in range(block.repeats):
         t0 = time.perf_counter()
-        compute(cfg, x, y, models, lo=0, batch_size=n, device=ctx.device, desc=f"time {defense} ({r + 1}/{block.repeats})")
+        compute(cfg, x, y, models, lo=0, batch_size=n, device=ctx.device, desc=f"time {defense} ({r + 1}/{block.repeats})",
+                passes=dev)
         seconds.append((time.perf_counter() - t0) / n)
     out = paths.timing_path(defense)
     artifacts.write_json(out, {**provenance(ctx, "timing", cfg, sum(seconds) * n, defense=defense), "defense_ref": ref,
