@@ -49,7 +49,9 @@ def test_normalized_wrapper_normalizes_inside() -> None:
     assert torch.allclose(model(torch.full((1, 1, 2, 2), 0.75)), torch.ones(1, 1, 2, 2))
 
 
-@pytest.mark.parametrize("method,extra", [("pgd_at", {"eps": 0.1, "steps": 3}), ("fgsm_at", {"eps": 0.1})])
+@pytest.mark.parametrize("method,extra", [("pgd_at", {"eps": 0.1, "steps": 3}), ("fgsm_at", {"eps": 0.1}),
+                                          ("trades", {"eps": 0.1, "steps": 3, "alpha": 0.04}),
+                                          ("mart", {"eps": 0.1, "steps": 3, "alpha": 0.04})])
 def test_adversarial_recipes_stay_in_budget(method: str, extra: dict, linear, images) -> None:
     entry = RECIPES[method]
     cfg = entry.config.model_validate({"method": method, **extra})
@@ -58,6 +60,80 @@ def test_adversarial_recipes_stay_in_budget(method: str, extra: dict, linear, im
     assert (x_adv - images).abs().max() <= 0.1 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
     loss = torch.nn.functional.cross_entropy
     assert loss(linear(x_adv), y) > loss(linear(images), y)
+
+
+def test_trades_and_mart_train_on_the_clean_and_the_adversarial_example_together(linear, images) -> None:
+    """TRADES: CE(f(x)) + beta KL(f(x) || f(x')); MART: mean of BCE(f(x')) + beta KL * (1 - f_y(x)).
+    Checked against the formulas written out here, and: x' = x leaves TRADES's plain CE."""
+    F = torch.nn.functional
+    y = torch.arange(16) % 10
+    x_adv = (images + 0.05 * torch.randn(images.shape, generator=torch.Generator().manual_seed(2))).clamp(0, 1)
+    logits, logits_adv = linear(images), linear(x_adv)
+    p, p_adv = logits.softmax(1), logits_adv.softmax(1)
+    kl = (p * (p.log() - p_adv.log())).sum(1)
+    trades = RECIPES["trades"].config.model_validate({"method": "trades", "eps": 0.1})
+    assert torch.allclose(trades.loss(linear, images, x_adv, y), F.cross_entropy(logits, y) + 6.0 * kl.mean(), atol=1e-5)
+    assert torch.allclose(trades.loss(linear, images, images, y), F.cross_entropy(logits, y), atol=1e-6)
+    mart = RECIPES["mart"].config.model_validate({"method": "mart", "eps": 0.1, "beta": 2.0})
+    runner_up = p_adv.masked_fill(F.one_hot(y, 10).bool(), -1).amax(1)
+    bce = -p_adv.gather(1, y[:, None]).squeeze(1).log() - (1 - runner_up).log()
+    want = (bce + 2.0 * kl * (1 - p.gather(1, y[:, None]).squeeze(1))).mean()
+    assert torch.allclose(mart.loss(linear, images, x_adv, y), want, atol=1e-4)
+    assert RECIPES["trades"].config.own_loss() and not RECIPES["pgd_at"].config.own_loss()
+
+
+def test_a_source_with_its_own_loss_refuses_a_recipe_with_its_own_loss() -> None:
+    from preempt.errors import ConfigError
+    spec = ImageSpec((1, 8, 8), 10, (0.5,), (0.25,))
+    cfg = TrainConfig(arch="mlp", epochs=1, recipe={"method": "trades", "eps": 0.1})
+    with pytest.raises(ConfigError, match="trains on a loss of its own"):
+        fit(cfg, torch.rand(8, 1, 8, 8), torch.zeros(8, dtype=torch.long), spec, torch.device("cpu"),
+            loss_fn=lambda m, x, y: m(x).sum())
+
+
+def test_random_crop_takes_a_window_of_the_zero_padded_image() -> None:
+    from preempt.models.train import random_crop
+    x = torch.rand(64, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    out = random_crop(x, 2, torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
+    offsets = set()
+    for i in range(64):
+        hits = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(out[i], padded[i, :, dy:dy + 6, dx:dx + 6])]
+        assert hits, f"image {i} is no window of its padded copy"
+        offsets.update(hits)
+    assert len(offsets) > 10  # offsets are drawn, not fixed
+    assert torch.equal(random_crop(x, 0, torch.Generator()), x)
+
+
+def test_lr_milestones_divide_the_step_size_after_those_epochs() -> None:
+    spec = ImageSpec((1, 8, 8), 10, (0.5,), (0.25,))
+    cfg = TrainConfig(arch="mlp", epochs=4, batch_size=8, optimizer="sgd", lr=0.1, lr_schedule="multistep",
+                      lr_milestones=[1, 3])
+    net = Normalized(ARCHS["mlp"].fn((1, 8, 8), 10), (0.5,), (0.25,))
+    opt_lrs = []
+    orig = torch.optim.SGD.step
+
+    def step(self, *a, **k):  # the lr each update ran with
+        opt_lrs.append(self.param_groups[0]["lr"])
+        return orig(self, *a, **k)
+
+    torch.optim.SGD.step = step  # type: ignore[method-assign]
+    try:
+        fit(cfg, torch.rand(16, 1, 8, 8), torch.arange(16) % 10, spec, torch.device("cpu"), model=net)
+    finally:
+        torch.optim.SGD.step = orig  # type: ignore[method-assign]
+    assert [round(v, 6) for v in opt_lrs] == [0.1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.001, 0.001]
+
+
+@pytest.mark.parametrize("arch,millions", [("resnet18", 11.2), ("resnet50", 23.5)])
+def test_cifar_resnet18_and_50_are_robustbenchs(arch: str, millions: float) -> None:
+    """JATP's targets and Trigger Activation's RN-18/RN-50: RobustBench's CIFAR ResNets."""
+    net = ARCHS[arch].fn((3, 32, 32), 10)
+    assert type(net).__module__ == "robustbench.model_zoo.architectures.resnet"
+    assert round(sum(p.numel() for p in net.parameters()) / 1e6, 1) == millions
+    assert net.eval()(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="3x32x32"):
+        ARCHS[arch].fn((1, 8, 8), 10)
 
 
 def test_a_diverging_training_stops_with_one_line_at_the_step_it_diverges() -> None:

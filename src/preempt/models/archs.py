@@ -129,3 +129,27 @@ def wrn34_10(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     from robustbench.model_zoo.architectures.wide_resnet import WideResNet
 
     return WideResNet(depth=34, widen_factor=10, num_classes=n_classes)
+
+
+def _rb_resnet(blocks: str, depths: list[int], in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    if in_shape != (3, 32, 32):
+        raise ValueError(f"the CIFAR ResNet-18/50 take 3x32x32 images, not {'x'.join(map(str, in_shape))}")
+    import_robustbench()
+    from robustbench.model_zoo.architectures import resnet
+
+    return resnet.ResNet(getattr(resnet, blocks), depths, num_classes=n_classes)
+
+
+@ARCHS.register("resnet18")
+def resnet18(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    """ResNet-18 in its CIFAR form (3x3 stem, no max-pool; 11M parameters): JATP's targets and
+    Trigger Activation's RN-18. RobustBench's implementation, the one its ResNet-18 zoo entries
+    load into; ``layer3`` is the third stage (JATP's feature layer)."""
+    return _rb_resnet("BasicBlock", [2, 2, 2, 2], in_shape, n_classes)
+
+
+@ARCHS.register("resnet50")
+def resnet50(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    """ResNet-50 in its CIFAR form (bottleneck blocks, 3x3 stem; 24M parameters): Trigger
+    Activation's RN-50. RobustBench's implementation."""
+    return _rb_resnet("Bottleneck", [3, 4, 6, 3], in_shape, n_classes)

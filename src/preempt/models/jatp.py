@@ -40,6 +40,7 @@ from ..errors import PreemptError
 from ..registry import ModelName, closest
 from ..runtime import generator
 from . import SOURCES, Env, ImageSpec, ModelConfig, test_accuracy
+from .recipes import boosted_cross_entropy
 from .train import OptimConfig, fit
 from .wrappers import Preprocessed
 
@@ -153,18 +154,6 @@ def feature_attack(joint: _Joint, feats: Features, x: torch.Tensor, eps: float, 
         adv = project(adv + signed_step(g, step, "Linf"), x, eps, "Linf")
     joint.denoiser.train(mode)
     return adv.detach()
-
-
-def boosted_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """MART's BCE (JATP Eq. 7), per example: -log t_y - log(1 - max_{k != y} t_k).
-
-    log(1 - t_k) is computed as the log-sum-exp of the other classes' log-probabilities, which
-    stays finite when t_k -> 1 (the naive log(1 - t_k) does not)."""
-    logp = logits.log_softmax(1)
-    true = logp.gather(1, y[:, None])
-    runner_up = logp.scatter(1, y[:, None], float("-inf")).argmax(1, keepdim=True)
-    log_one_minus = logp.scatter(1, runner_up, float("-inf")).logsumexp(1)
-    return -true.squeeze(1) - log_one_minus
 
 
 def train_denoiser(name: str, cfg: JATPConfig, target: nn.Module, x_all: torch.Tensor, y_all: torch.Tensor,

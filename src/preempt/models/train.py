@@ -7,7 +7,7 @@ import time
 from typing import Any, Callable, Literal, Mapping
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, PositiveInt, field_validator
 from torch import nn
 
 from .. import artifacts
@@ -16,7 +16,7 @@ from ..registry import MethodConfig, closest, validate_model
 from ..runtime import generator, log, progress
 from . import (ARCHS, SOURCES, ArchName, Env, ImageSpec, ModelConfig, Normalized, load_weights, save_weights,
                test_accuracy)
-from .recipes import RECIPES
+from .recipes import RECIPES, RecipeConfig
 
 
 class OptimConfig(MethodConfig):
@@ -30,10 +30,13 @@ class OptimConfig(MethodConfig):
     momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
     # cosine decays the step size to 0 over the run: what makes few-epoch (fast) adversarial
     # training converge (Wong et al. use a cyclic schedule for the same reason). multistep: x0.1
-    # at 50% and 83% of the epochs (JATP's schedule).
+    # at each of lr_milestones (epochs), by default at 50% and 83% of the epochs (JATP's schedule).
     lr_schedule: Literal["constant", "cosine", "multistep"] = "constant"
-    # hflip: random horizontal flips of each training image (natural images; not for digits).
-    augment: list[Literal["hflip"]] = Field(default_factory=list)
+    lr_milestones: list[PositiveInt] | None = Field(None, description="multistep: the epochs after which the lr is "
+                                                             "divided by 10 (default: 50% and 83% of epochs)")
+    # hflip: random horizontal flips of each training image (natural images; not for digits);
+    # crop: zero-pad 4 pixels, then a random crop back to the image size (the CIFAR standard).
+    augment: list[Literal["hflip", "crop"]] = Field(default_factory=list)
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
 
@@ -72,20 +75,29 @@ def build(cfg: TrainConfig, spec: ImageSpec) -> Normalized:
     return Normalized(ARCHS[cfg.arch].fn(spec.shape, spec.n_classes), spec.mean, spec.std)
 
 
-def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return nn.functional.cross_entropy(model(x), y)
+def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Each image zero-padded by ``pad`` pixels, then cropped back to its size at a random offset
+    (torchvision's ``RandomCrop(size, padding=pad)``, per image, drawn from ``gen``)."""
+    n, _, h, w = x.shape
+    padded = nn.functional.pad(x, (pad, pad, pad, pad))
+    dy, dx = (torch.randint(0, 2 * pad + 1, (n,), generator=gen).to(x.device) for _ in range(2))
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # n x 1 x h x 1
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # n x 1 x 1 x w
+    return padded[torch.arange(n, device=x.device)[:, None, None, None],
+                  torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
 
 
 Loss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def fit(cfg: OptimConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageSpec, device: torch.device,
-        desc: str = "train", loss_fn: Loss = cross_entropy,
+        desc: str = "train", loss_fn: Loss | None = None,
         epoch_end: Callable[[int], None] | None = None, model: nn.Module | None = None) -> nn.Module:
     """Minibatch Adam over ``cfg.epochs``; each batch is transformed by the recipe first.
 
-    Sources that train differently reuse this loop through ``loss_fn`` (the batch loss, model in
-    train mode), ``epoch_end`` (called after each epoch, e.g. a trigger update) and ``model``
+    The batch loss is the recipe's (``RecipeConfig.loss``: cross-entropy on the crafted inputs, or
+    TRADES's and MART's own). Sources that train differently reuse this loop through ``loss_fn`` (the
+    batch loss on the crafted inputs, model in train mode; then the recipe must not have a loss of its own), ``epoch_end`` (called after each epoch, e.g. a trigger update) and ``model``
     (a pre-built network, e.g. a denoiser in front of a frozen target)."""
     if model is None:
         if not isinstance(cfg, TrainConfig):
@@ -94,6 +106,10 @@ def fit(cfg: OptimConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageS
     model = model.to(device)
     recipe = RECIPES[cfg.recipe["method"]]
     rcfg = recipe.config.model_validate(cfg.recipe)
+    assert isinstance(rcfg, RecipeConfig), f"recipe {recipe.name}: its config must derive RecipeConfig"
+    if loss_fn is not None and rcfg.own_loss():
+        raise ConfigError(f"{desc}: recipe {cfg.recipe['method']!r} trains on a loss of its own, and this source "
+                          "trains on its own loss; use a recipe that crafts inputs only (e.g. pgd_at)")
     trainable = [q for q in model.parameters() if q.requires_grad]
     opt = (torch.optim.SGD(trainable, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
            if cfg.optimizer == "sgd" else torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay))
@@ -103,7 +119,9 @@ def fit(cfg: OptimConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageS
     if cfg.lr_schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)
     elif cfg.lr_schedule == "multistep":
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, [int(0.5 * total_steps), int(0.83 * total_steps)], 0.1)
+        milestones = ([e * steps_per_epoch for e in cfg.lr_milestones] if cfg.lr_milestones is not None
+                      else [int(0.5 * total_steps), int(0.83 * total_steps)])
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, 0.1)
     gen = generator(cfg.seed + 1)
     x_all, y_all = x_all.to(device), y_all.to(device)
     if len(y_all) == 0:
@@ -116,13 +134,15 @@ def fit(cfg: OptimConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageS
         for i in progress(range(0, len(order), cfg.batch_size), desc=f"{desc}, epoch {epoch + 1}/{cfg.epochs}"):
             idx = order[i:i + cfg.batch_size]
             x, y = x_all[idx], y_all[idx]
+            if "crop" in cfg.augment:
+                x = random_crop(x, 4, gen)
             if "hflip" in cfg.augment:
                 flip = (torch.rand(len(idx), generator=gen) < 0.5).to(device)
                 x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
             model.eval()
             x_in = recipe.fn(model, x, y, cfg=rcfg, generator=gen)
             model.train()
-            loss = loss_fn(model, x_in.detach(), y)
+            loss = rcfg.loss(model, x, x_in.detach(), y) if loss_fn is None else loss_fn(model, x_in.detach(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             value = float(loss.detach())
