@@ -16,7 +16,8 @@ from conftest import ROOT
 from test_pipeline import make_workspace, run
 from workspace import slurm_profile
 
-EXPERIMENTS = ["cifar10", "imagenet", "cifar10-cpu", "cifar100", "svhn", "mspd-digits", "digits-all", "moon-cifar10"]
+EXPERIMENTS = ["cifar10", "imagenet", "cifar10-cpu", "cifar100", "svhn", "mspd-digits", "digits-all", "moon-cifar10",
+               "jatp-cifar10"]
 
 
 def job_resources(out: str) -> dict[str, str]:

@@ -153,3 +153,12 @@ def test_training_learns_the_digits() -> None:
     cfg = TrainConfig(arch="mlp", epochs=3)
     model = fit(cfg, train.x, train.y, spec, torch.device("cpu"))
     assert accuracy(predict(model, test.x), test.y) > 85.0
+
+
+def test_a_moved_jatp_denoiser_names_the_target_that_trained_it() -> None:
+    """JATP's Table 2 moves the P trained against TRADES in front of other targets: the ref says so,
+    so its published numbers cannot match a P trained against the new target itself."""
+    from preempt import config
+    p = config.load(Path(__file__).resolve().parents[1] / "config" / "jatp-cifar10.yaml")
+    assert p.models["jatp_trades"].ref(p.models) == "jatp(train/resnet18/trades)"
+    assert p.models["jatp_on_mart"].ref(p.models) == "jatp[from train/resnet18/trades](train/resnet18/mart)"

@@ -84,6 +84,22 @@ def test_the_server_is_keyed_by_the_code_and_the_driver_run(tmp_path: Path, monk
     assert warm.fingerprint(tmp_path / "other") != warm.fingerprint(tmp_path)  # another checkout
 
 
+def test_the_server_imports_the_clients_code_whatever_else_is_installed(tmp_path: Path) -> None:
+    """The server runs from /, so a relative PYTHONPATH (``PYTHONPATH=src``) is made absolute and
+    this package's directory comes first; a server that still imports another copy exits at once."""
+    old = os.environ.get("PYTHONPATH")
+    try:
+        os.environ["PYTHONPATH"] = "some/relative/dir"
+        entries = warm.server_env()["PYTHONPATH"].split(os.pathsep)
+    finally:
+        os.environ.pop("PYTHONPATH") if old is None else os.environ.__setitem__("PYTHONPATH", old)
+    assert entries == [str(warm.PACKAGE.parent), os.path.abspath("some/relative/dir")]
+    other = tmp_path / "elsewhere" / "preempt"
+    proc = subprocess.run([os.sys.executable, "-m", "preempt.warm", str(tmp_path / "x.sock"), str(other)],
+                          capture_output=True, text=True, timeout=120, env=warm.server_env())
+    assert proc.returncode == 1 and "not serving" in proc.stderr and not (tmp_path / "x.sock").exists()
+
+
 def test_off_inside_slurm_jobs_and_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SLURM_JOB_ID", raising=False)
     monkeypatch.setenv(warm.ENV, "1")

@@ -95,17 +95,29 @@ def _start_server(path: Path, wait_s: float = 60.0) -> socket.socket | None:
         conn = _connect(path)
         if conn is not None:
             return conn
-        subprocess.Popen([sys.executable, "-m", "preempt.warm", str(path)], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/")
-        return _wait(path, wait_s)
+        proc = subprocess.Popen([sys.executable, "-m", "preempt.warm", str(path), str(PACKAGE)],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True, cwd="/", env=server_env())
+        return _wait(path, wait_s, proc)
 
 
-def _wait(path: Path, wait_s: float) -> socket.socket | None:
+def server_env() -> dict[str, str]:
+    """The server's environment: this command's, with this package's directory first on an
+    absolute PYTHONPATH. The server runs from / (it must not hold a working directory), where a
+    relative PYTHONPATH entry would name nothing and another installed copy of preempt would be
+    imported instead of the code the socket's name fingerprints."""
+    entries = [str(PACKAGE.parent)] + [os.path.abspath(e) for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(entries))}
+
+
+def _wait(path: Path, wait_s: float, proc: subprocess.Popen[bytes] | None = None) -> socket.socket | None:
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         conn = _connect(path)
         if conn is not None:
             return conn
+        if proc is not None and proc.poll() is not None:  # the server gave up: run the command here
+            return None
         time.sleep(0.05)
     return None
 
@@ -291,7 +303,9 @@ def preload(registries: Iterable[Any]) -> None:
             pass
 
 
-if __name__ == "__main__":  # python -m preempt.warm SOCKET (started by run())
+if __name__ == "__main__":  # python -m preempt.warm SOCKET PACKAGE (started by run())
+    if len(sys.argv) > 2 and Path(sys.argv[2]).resolve() != PACKAGE:
+        sys.exit(f"preempt.warm: imported {PACKAGE}, not the client's {sys.argv[2]}; not serving")
     from preempt.cli import main as cli_main  # the imports this server exists to keep warm
     from preempt.config import REGISTRIES
 

@@ -67,7 +67,13 @@ class JATPConfig(OptimConfig, ModelConfig):
     weight_decay: float = Field(2e-4, ge=0)
 
     def ref(self, models: Mapping[str, ModelConfig]) -> str:
-        return f"jatp({models[self.target].ref(models)})"
+        """``jatp(<target>)``; a denoiser moved from another entry says whose target trained it:
+        ``jatp[from <that target>](<target>)`` (JATP's Table 2 transfers the TRADES target's P)."""
+        target = models[self.target].ref(models)
+        if self.denoiser_from is None:
+            return f"jatp({target})"
+        donor = models[self.denoiser_from]
+        return f"jatp[from {models[getattr(donor, 'target')].ref(models)}]({target})"
 
     def adversarial(self, models: Mapping[str, ModelConfig]) -> bool | None:
         return models[self.target].adversarial(models)

@@ -57,7 +57,7 @@ def degradation(res: Results, e: Exhibit) -> Shown | None:
 PAPER = register(Paper(P, "JATP", "Zhou et al., Improving White-box Robustness of Pre-processing Defenses via Joint "
                        "Adversarial Training (NeurIPS 2021)", (
     Exhibit(P, "table1", "Table 1", "White-box robustness of pre-processing defenses (CIFAR-10)", table),
-    Exhibit(P, "table2", "Table 2", "White-box robustness per target model (SVHN)", table),
+    Exhibit(P, "table2", "Table 2", "White-box robustness per target model (CIFAR-10; P trained against TRADES)", table),
     Exhibit(P, "fig1", "Fig. 1", "Robustness degradation of pre-processing defenses", degradation,
             plot=(("x", "robust_acc"), ("y", "victim"), ("template", "bar_horizontal"))),
     Exhibit(P, "fig4", "Fig. 4", "Fooling rate of BPDA vs PGD", fooling,
