@@ -26,14 +26,39 @@ Bonferroni level ``1 - (1 - confidence) / m``, so that the m intervals hold toge
 
 from __future__ import annotations
 
+import importlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from functools import cache
+from types import ModuleType
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
+
+
+
+@cache
+def _lib(name: str) -> ModuleType:
+    """``scipy.stats`` and ``statsmodels``, imported on the first test computed, not with this
+    module: every Snakemake parse and stage process imports preempt.config, which reaches this
+    module through the paper exhibits, and these two cost 0.4 s of imports that only the aggregate
+    stage and the notebooks use (measured with ``python -X importtime``)."""
+    return importlib.import_module(name)
+
+
+def multipletests(p: Any, method: str) -> Any:
+    return _lib("statsmodels.stats.multitest").multipletests(p, method=method)
+
+
+class _Stats:
+    """``stats.<function>`` of scipy.stats, resolved when first called."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_lib("scipy.stats"), name)
+
+
+stats = _Stats()
 
 Kind = Literal["above", "below", "within"]
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
