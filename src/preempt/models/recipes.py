@@ -128,34 +128,36 @@ def preemptive_at(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, cfg: Pr
                generator=generator)
 
 
-class TRADESRecipe(RecipeConfig):
+class _RegularizedRecipe(RecipeConfig):
+    """The fields TRADES and MART share: the inner attack's Linf budget, steps and step size, and
+    the weight of the regulariser (both papers' CIFAR-10 settings by default, but eps)."""
+
+    eps: float = Field(ge=0, le=1)
+    steps: int = Field(10, ge=1)
+    alpha: float = Field(0.007, gt=0)
+    beta: float = Field(6.0, ge=0)
+
+
+class TRADESRecipe(_RegularizedRecipe):
     """TRADES (Zhang et al., 2019): CE(f(x), y) + ``beta`` KL(f(x) || f(x')), where x' maximises
     that KL divergence within the eps ball: ``steps`` signed-gradient steps of ``alpha`` from
     x + 0.001 N(0, 1), each projected and clipped to [0, 1], as in the authors' CIFAR-10 code
     (eps 8/255 = 0.031, alpha 0.007, 10 steps, beta 6)."""
 
     method: Literal["trades"] = "trades"
-    eps: float = Field(ge=0, le=1)
-    steps: int = Field(10, ge=1)
-    alpha: float = Field(0.007, gt=0)
-    beta: float = Field(6.0, ge=0)
 
     def loss(self, model: nn.Module, x: torch.Tensor, x_in: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = model(x)
         return F.cross_entropy(logits, y) + self.beta * _kl(model(x_in), logits)
 
 
-class MARTRecipe(RecipeConfig):
+class MARTRecipe(_RegularizedRecipe):
     """MART (Wang et al., 2020): the boosted cross-entropy of the adversarial example, plus
     ``beta`` KL(f(x) || f(x')) weighted per image by 1 - f_y(x) (misclassified clean examples
     count more). x': PGD on the cross-entropy from x + 0.001 N(0, 1) (eps 8/255, alpha 0.007,
     10 steps, beta 6: JATP's MART target, lambda = 6)."""
 
     method: Literal["mart"] = "mart"
-    eps: float = Field(ge=0, le=1)
-    steps: int = Field(10, ge=1)
-    alpha: float = Field(0.007, gt=0)
-    beta: float = Field(6.0, ge=0)
 
     def loss(self, model: nn.Module, x: torch.Tensor, x_in: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits, logits_adv = model(x), model(x_in)
