@@ -115,7 +115,7 @@ def test_tables_carry_what_each_method_defines(ws: Path) -> None:
     # test-time defenses are victims that say what they wrap
     refs = dict(zip(df["victim"], df["victim_ref"]))
     assert refs["victim_jpeg"] == "jpeg:75(train/resnet8/fgsm_at)"
-    assert refs["victim_jatp_mlp"] == "jatp(train/mlp/pgd_at)"
+    assert refs["victim_jatp_mlp"] == "jatp[from train/resnet8/fgsm_at](train/mlp/pgd_at)"  # the moved P
     assert df[df.attack == "bpda_eot_pgd"]["attack_ref"].str.startswith("bpda+").all()
 
 
