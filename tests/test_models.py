@@ -105,7 +105,7 @@ def test_random_crop_takes_a_window_of_the_zero_padded_image() -> None:
     assert torch.equal(random_crop(x, 0, torch.Generator()), x)
 
 
-def test_lr_milestones_divide_the_step_size_after_those_epochs() -> None:
+def test_lr_milestones_divide_the_step_size_after_those_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
     spec = ImageSpec((1, 8, 8), 10, (0.5,), (0.25,))
     cfg = TrainConfig(arch="mlp", epochs=4, batch_size=8, optimizer="sgd", lr=0.1, lr_schedule="multistep",
                       lr_milestones=[1, 3])
@@ -117,11 +117,8 @@ def test_lr_milestones_divide_the_step_size_after_those_epochs() -> None:
         opt_lrs.append(self.param_groups[0]["lr"])
         return orig(self, *a, **k)
 
-    torch.optim.SGD.step = step  # type: ignore[method-assign]
-    try:
-        fit(cfg, torch.rand(16, 1, 8, 8), torch.arange(16) % 10, spec, torch.device("cpu"), model=net)
-    finally:
-        torch.optim.SGD.step = orig  # type: ignore[method-assign]
+    monkeypatch.setattr(torch.optim.SGD, "step", step)
+    fit(cfg, torch.rand(16, 1, 8, 8), torch.arange(16) % 10, spec, torch.device("cpu"), model=net)
     assert [round(v, 6) for v in opt_lrs] == [0.1, 0.1, 0.01, 0.01, 0.01, 0.01, 0.001, 0.001]
 
 

@@ -141,15 +141,14 @@ def out_of_memory(command: str, values: list[str], p: config.Params, device: tor
         knobs = ([f"models.{values[0]}.batch_size (now {batch})"] if batch is not None
                  else [f"runtime.batch_size (now {rt.batch_size})"])
     else:
-        if command in ("defend", "timing", "revert"):
-            cfg = p.defenses[values[0]]
+        cfg = p.defenses[values[0]] if command in ("defend", "timing", "revert") else None
+        if cfg is not None:
             models = list(dict.fromkeys(defense_roles(cfg).values()))
         elif command == "attack":
             models = [values[2], *p.attacks[values[3]].surrogates]
         knobs = [f"runtime.model_batch.{m} (now {rt.model_batch.get(m, 'unset')})" for m in models]
         knobs.append(f"runtime.batch_size (now {rt.batch_size})")
-        if command in ("defend", "timing"):
-            cfg = p.defenses[values[0]]
+        if cfg is not None and command != "revert":  # the stages that size their passes to the device
             knobs.append(f"runtime.memory_fraction (now {rt.memory_fraction})")
             if hasattr(cfg, "chunk_size"):
                 knobs.append(f"defenses.{values[0]}.chunk_size (now {getattr(cfg, 'chunk_size')})")

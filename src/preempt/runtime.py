@@ -65,7 +65,11 @@ class RuntimeConfig(MethodConfig):
         """``batch_size``, with 'auto' resolved for this device and image size, capped by the
         ``model_batch`` of each of ``models``."""
         bs = self.batch_size if self.batch_size != "auto" else auto_batch_size(device, sample_shape)
-        return min([bs, *(self.model_batch[m] for m in models if m in self.model_batch)])
+        return self.model_cap(bs, models)
+
+    def model_cap(self, n: int, models: Iterable[str]) -> int:
+        """``n``, or the smallest ``model_batch`` of ``models`` where that is smaller."""
+        return min([n, *(self.model_batch[m] for m in models if m in self.model_batch)])
 
 
 # The per-device rule behind 'auto' (measured with benchmarks/mcgs_throughput.py). On a CPU, a
@@ -133,7 +137,7 @@ class DeviceBatch:
     object can serve several runs of the same work (the timing stage's repeats): it probes once."""
 
     def __init__(self, cap: int, device: torch.device, fraction: float | None = None) -> None:
-        self.size, self.device, self.fraction = cap, device, fraction
+        self.size, self.device, self.fraction = cap, device, fraction or 0.0
         self.pending = fraction is not None and METER.free(device) is not None
 
     def next(self, remaining: int) -> int:
@@ -148,8 +152,7 @@ class DeviceBatch:
         out, peak = METER.measure(self.device, fn)
         self.pending = False
         if free is not None and peak > 0:
-            fraction = self.fraction if self.fraction is not None else 1.0
-            self.size = max(1, min(self.size, int(fraction * free * k // peak)))
+            self.size = max(1, min(self.size, int(self.fraction * free * k // peak)))
             log.info("%s: %.3g MiB per image on the probe pass, %.3g GiB free: passes of %d images",
                      desc, peak / k / 2**20, free / 2**30, self.size)
         return out

@@ -32,7 +32,7 @@ import warnings
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
-from typing import Any, Callable, Literal, Sequence
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 
@@ -46,19 +46,6 @@ def _lib(name: str) -> ModuleType:
     stage and the notebooks use (measured with ``python -X importtime``)."""
     return importlib.import_module(name)
 
-
-def multipletests(p: Any, method: str) -> Any:
-    return _lib("statsmodels.stats.multitest").multipletests(p, method=method)
-
-
-class _Stats:
-    """``stats.<function>`` of scipy.stats, resolved when first called."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(_lib("scipy.stats"), name)
-
-
-stats = _Stats()
 
 Kind = Literal["above", "below", "within"]
 HOLDS, FAILS, INCONCLUSIVE = "holds", "fails", "inconclusive"
@@ -90,7 +77,7 @@ def _interval(data: Sequence[np.ndarray], statistic: Callable[..., np.ndarray], 
     """Paired percentile bootstrap; a constant statistic (every resample equal) gives a point."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # degenerate samples warn; handled below
-        res = stats.bootstrap(tuple(data), statistic, paired=True, vectorized=True, n_resamples=resamples,
+        res = _lib("scipy.stats").bootstrap(tuple(data), statistic, paired=True, vectorized=True, n_resamples=resamples,
                               confidence_level=confidence, method="percentile", rng=np.random.default_rng(seed),
                               batch=max(1, min(resamples, 20_000_000 // max(len(data[0]), 1))))
     dist = np.asarray(res.bootstrap_distribution)
@@ -107,7 +94,7 @@ def _interval(data: Sequence[np.ndarray], statistic: Callable[..., np.ndarray], 
 def sign_test(d: np.ndarray) -> float:
     """Exact two-sided sign test on the nonzero paired differences (McNemar's exact test for 0/1)."""
     pos, neg = int((d > 0).sum()), int((d < 0).sum())
-    return 1.0 if pos + neg == 0 else float(stats.binomtest(pos, pos + neg, 0.5).pvalue)
+    return 1.0 if pos + neg == 0 else float(_lib("scipy.stats").binomtest(pos, pos + neg, 0.5).pvalue)
 
 
 def paired_difference(a: np.ndarray, b: np.ndarray, *, confidence: float = 0.95, resamples: int = 10_000,
@@ -163,7 +150,7 @@ def proportion(k: int, n: int, confidence: float = 0.95) -> Estimate:
     test = f"exact (Clopper-Pearson) {confidence:.3g} CI"
     if n == 0:
         return Estimate(math.nan, math.nan, math.nan, 0, math.nan, test, confidence)
-    res = stats.binomtest(k, n)
+    res = _lib("scipy.stats").binomtest(k, n)
     ci = res.proportion_ci(confidence_level=confidence, method="exact")
     return Estimate(k / n, float(ci.low), float(ci.high), n, float(res.pvalue), test, confidence)
 
@@ -178,7 +165,7 @@ def time_ratio(a: Sequence[float], b: Sequence[float], *, confidence: float = 0.
     value = float(np.exp(la.mean() - lb.mean()))
     if np.ptp(la) == 0 and np.ptp(lb) == 0:
         return Estimate(value, value, value, min(len(la), len(lb)), 0.0 if value != 1 else 1.0, test, confidence)
-    res = stats.ttest_ind(la, lb, equal_var=False)
+    res = _lib("scipy.stats").ttest_ind(la, lb, equal_var=False)
     ci = res.confidence_interval(confidence_level=confidence)
     return Estimate(value, float(np.exp(ci.low)), float(np.exp(ci.high)), min(len(la), len(lb)), float(res.pvalue),
                     test, confidence)
@@ -190,7 +177,7 @@ def holm(p: Sequence[float]) -> list[float]:
     out = np.full(arr.shape, np.nan)
     ok = ~np.isnan(arr)
     if ok.any():
-        out[ok] = multipletests(arr[ok], method="holm")[1]
+        out[ok] = _lib("statsmodels.stats.multitest").multipletests(arr[ok], method="holm")[1]
     return out.tolist()
 
 

@@ -161,15 +161,19 @@ class MARTRecipe(_RegularizedRecipe):
 
     def loss(self, model: nn.Module, x: torch.Tensor, x_in: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits, logits_adv = model(x), model(x_in)
-        p_nat = logits.softmax(1)
-        kl = F.kl_div(torch.log(logits_adv.softmax(1) + 1e-12), p_nat, reduction="none").sum(1)
-        weight = 1.0000001 - p_nat.gather(1, y[:, None]).squeeze(1)
-        return (boosted_cross_entropy(logits_adv, y) + self.beta * kl * weight).mean()
+        weight = 1.0000001 - logits.softmax(1).gather(1, y[:, None]).squeeze(1)
+        return (boosted_cross_entropy(logits_adv, y) + self.beta * _kl_per_image(logits_adv, logits) * weight).mean()
+
+
+def _kl_per_image(logits_adv: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(logits) || softmax(logits_adv)) of each image, in log-softmax form (exact and
+    finite; MART's code takes the log of the softmax plus 1e-12)."""
+    return F.kl_div(logits_adv.log_softmax(1), logits.softmax(1), reduction="none").sum(1)
 
 
 def _kl(logits_adv: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(logits) || softmax(logits_adv)), summed over classes, averaged over the batch."""
-    return F.kl_div(logits_adv.log_softmax(1), logits.softmax(1), reduction="batchmean")
+    """The KL divergence of :func:`_kl_per_image`, averaged over the batch (TRADES)."""
+    return _kl_per_image(logits_adv, logits).mean()
 
 
 def boosted_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

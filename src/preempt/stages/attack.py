@@ -66,14 +66,12 @@ def record(ctx: Context, cell: Cell, seconds: float, **extra: Any) -> dict[str, 
 
 
 def craft(ctx: Context, attack: str, victim: str, x_in: torch.Tensor, y: torch.Tensor, lo: int,
-          model: torch.nn.Module) -> dict[str, torch.Tensor]:
+          model: torch.nn.Module, bs: int) -> dict[str, torch.Tensor]:
     """Adversarial examples for images ``lo..lo+len(x_in)`` of the cell, crafted on the victim or on
-    each surrogate (a transfer attack): model name -> examples."""
-    p = ctx.params
-    acfg = p.attacks[attack]
+    each surrogate (a transfer attack) in batches of ``bs``: model name -> examples."""
+    acfg = ctx.params.attacks[attack]
     fn = ATTACKS[acfg.method].fn
     surrogates = list(acfg.surrogates)
-    bs = p.runtime.batch(ctx.device, x_in.shape[1:], [victim, *surrogates])
     advs: dict[str, torch.Tensor] = {}
     for name in surrogates or [victim]:
         crafted_on = ctx.model(name) if surrogates else model
@@ -203,12 +201,13 @@ def run(ctx: Context, defense: str, reversion: str, victim: str, attack: str, sh
     cell = (defense, reversion, victim, attack)
     x_in, y, x0, model, meta = inputs(ctx, *cell)
     surrogates = list(acfg.surrogates)
-    lo, hi = shard_range(len(x_in), p.runtime.batch(ctx.device, x_in.shape[1:], [victim, *surrogates]), shard)
+    bs = p.runtime.batch(ctx.device, x_in.shape[1:], [victim, *surrogates])
+    lo, hi = shard_range(len(x_in), bs, shard)
     log.info("attack %s on victim %s%s, input %s/%s (images %d-%d of %d%s, eps=%.4g)", attack, victim,
              f" (transfer from {', '.join(surrogates)})" if surrogates else "", defense, reversion, lo, hi,
              len(x_in), f", shard {paths.shard_suffix(shard)}" if shard else "", acfg.eps)
     t0 = time.perf_counter()
-    advs = craft(ctx, attack, victim, x_in[lo:hi], y[lo:hi], lo, model)
+    advs = craft(ctx, attack, victim, x_in[lo:hi], y[lo:hi], lo, model, bs)
     seconds = time.perf_counter() - t0
     if shard is None:
         score(ctx, cell, x_in, y, x0, model, advs, seconds, meta)

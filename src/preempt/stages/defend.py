@@ -78,8 +78,7 @@ def passes(ctx: Context, cfg: defenses.DefenseConfig, batch_size: int) -> Device
     """The device passes of a defense stage: at most a batch, or the smallest ``runtime.model_batch``
     of its models, sized to a GPU's free memory (``runtime.memory_fraction``)."""
     rt = ctx.params.runtime
-    cap = min([batch_size, *(rt.model_batch[m] for m in defenses.roles(cfg).values() if m in rt.model_batch)])
-    return DeviceBatch(cap, ctx.device, rt.memory_fraction)
+    return DeviceBatch(rt.model_cap(batch_size, defenses.roles(cfg).values()), ctx.device, rt.memory_fraction)
 
 
 def run(ctx: Context, name: str, shard: Shard | None = None) -> None:
