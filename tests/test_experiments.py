@@ -17,7 +17,7 @@ from test_pipeline import make_workspace, run
 from workspace import slurm_profile
 
 EXPERIMENTS = ["cifar10", "imagenet", "cifar10-cpu", "cifar100", "svhn", "mspd-digits", "digits-all", "moon-cifar10",
-               "jatp-cifar10"]
+               "jatp-cifar10", "trigger-cifar10", "trigger-cifar100"]
 
 
 def job_resources(out: str) -> dict[str, str]:

@@ -107,7 +107,9 @@ def test_tables_carry_what_each_method_defines(ws: Path) -> None:
     per = tr["robust_acc_by_surrogate"].map(json.loads)
     assert (per.map(len) == 2).all()
     assert ((per.map(lambda d: sum(d.values()) / len(d)) - tr["robust_acc"]).abs() < 1e-3).all()  # csv: 6 digits
-    assert tr["attack_ref"].str.startswith("transfer[classifier,surrogate]/").all()
+    models = config.load(ws / "params.yaml").models  # surrogates named by what they are, not their entry names
+    named = ",".join(models[m].ref(models) for m in ("classifier", "surrogate"))
+    assert tr["attack_ref"].str.startswith(f"transfer[{named}]/").all(), tr["attack_ref"].iloc[0]
     # the reconstruction sweep: counting examples outside the ball can only add robust ones
     rec = df[df.reversion == "reconstruct"]
     assert (rec["robust_acc_ball"] >= rec["robust_acc"] - 1e-9).all()

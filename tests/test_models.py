@@ -133,6 +133,22 @@ def test_cifar_resnet18_and_50_are_robustbenchs(arch: str, millions: float) -> N
         ARCHS[arch].fn((1, 8, 8), 10)
 
 
+@pytest.mark.parametrize("arch,millions", [("vgg19", 20.0), ("mobilenet_v2", 2.2), ("densenet121", 7.0)])
+def test_trigger_activations_other_cifar_architectures_are_torchvisions(arch: str, millions: float) -> None:
+    """Trigger Activation's VGG-19, MobileNet-V2 and DenseNet-121: torchvision's networks in their
+    CIFAR form (their sizes), so a 32x32 image still has spatial extent before the pooling (no
+    ImageNet stem that would shrink it to 1x1)."""
+    net = ARCHS[arch].fn((3, 32, 32), 10).eval()
+    assert round(sum(p.numel() for p in net.parameters()) / 1e6, 1) == millions
+    seen: list[int] = []
+    last = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+    last.register_forward_hook(lambda m, i, o: seen.append(o.shape[-1]))
+    assert net(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert seen[0] >= 2, f"{arch}: the last convolution sees {seen[0]}x{seen[0]}"
+    with pytest.raises(ValueError, match="3-channel images of at least 32x32"):
+        ARCHS[arch].fn((1, 8, 8), 10)
+
+
 def test_a_diverging_training_stops_with_one_line_at_the_step_it_diverges() -> None:
     ds = DATASETS["digits"]
     train = ds.fn(ds.config(name="digits"), "train")

@@ -52,6 +52,24 @@ def test_cells_are_selected_by_their_blocks_tags(tmp_path) -> None:
     assert list(res.cells("mspd/table4").index) == [0] and res.cells("mspd/table7").empty
 
 
+def test_trigger_tables_average_a_defense_over_its_target_architectures(tmp_path) -> None:
+    """R_T^{S,A} (Eq. 7): one column per defense, the mean over its targets (two archs here)."""
+    from preempt.papers import trigger
+
+    rows = [{"defense": "none", "reversion": "none", "victim": f"{kind}_{arch}", "attack": attack,
+             "victim_ref": ref.format(arch=arch), "attack_ref": f"transfer[s]/{attack}", "reproduces": "trigger/table1",
+             "clean_acc": 90.0 + (arch == "b"), "robust_acc": base + (arch == "b") * 10}
+            for kind, ref, base in (("std", "train/{arch}/standard", 10.0), ("fixed8", "trigger/{arch}/fixed/eps0.0314", 60.0))
+            for arch in ("a", "b") for attack in ("pgd", "mifgsm")]
+    res = papers.Results(metrics=pd.DataFrame(rows), figures_dir=tmp_path)
+    shown = trigger.transfer(res, papers.PAPERS["trigger"].exhibit("table1"))
+    assert shown is not None
+    assert list(shown.table.columns) == ["train/*/standard", "trigger/*/fixed/eps0.0314"]
+    assert shown.table.loc["pgd", "train/*/standard"] == 15.0 and shown.table.loc["Clean", "trigger/*/fixed/eps0.0314"] == 90.5
+    assert "trigger/*/fixed/eps0.0314 = fixed8_a, fixed8_b" in (shown.note or "")
+    assert trigger.kind("jpeg:50(train/vgg19/standard)") == "jpeg:50(train/*/standard)"
+
+
 def protocol_cells() -> tuple[pd.DataFrame, pd.DataFrame]:
     """Two defenses on 200 images and two victims: one protects its labeller's errors (the RE
     breaks images 0-29), the other changes nothing; white-box restores 24 of the broken, black-box

@@ -41,6 +41,21 @@ def test_seconds_per_image_match_on_the_defense_alone() -> None:
     assert row["reproduced"] == pytest.approx(0.04) and row["published"] == 0.02
 
 
+def test_a_published_mean_over_models_is_reproduced_only_over_all_of_them() -> None:
+    """Trigger Activation's R_T^{S,A}: one number over several targets (a key ``a|b``)."""
+    pub = pd.DataFrame([{"paper": "trigger", "table": "Table I", "row": "PGD", "column": "w/o", "dataset": "cifar10",
+                         "defense_ref": "none", "victim_ref": "train/a/standard|train/b/standard", "attack_ref": "",
+                         "reversion": "none", "metric": "robust_acc", "value": 11.0, "source": ""}])
+    m = pd.concat([cells(victim="va", victim_ref="train/a/standard", robust_acc=10.0),
+                   cells(victim="va", victim_ref="train/a/standard", attack="pgd", robust_acc=99.0),  # first cell counts
+                   cells(victim="vb", victim_ref="train/b/standard", robust_acc=20.0),
+                   cells(victim="vc", victim_ref="train/c/standard", robust_acc=90.0)])  # not a member
+    row = claims.compare(m, pub).iloc[0]
+    assert row["reproduced"] == pytest.approx(15.0) and row["victim"] == "va;vb"
+    assert claims.compare(m[m["victim"] != "vb"], pub).empty  # a mean with a member missing is not reproduced
+    assert claims.missing(m[m["victim"] != "vb"], pub.iloc[0], claims.KEYS) == ["victim_ref=train/b/standard"]
+
+
 def test_every_keyed_published_number_has_a_cell_in_some_experiment_file() -> None:
     """A published row with keys names a setting some experiment file runs (else its keys are wrong)."""
     rows = []
@@ -54,11 +69,10 @@ def test_every_keyed_published_number_has_a_cell_in_some_experiment_file() -> No
     keyed = published[(published[claims.KEYS] != "").any(axis=1)]
     assert len(keyed) >= 200  # the transcription keyed the papers' CIFAR-10 tables
     for _, row in keyed.iterrows():
-        hit = pd.Series(True, index=grid.index)
-        for k in claims.KEYS:
-            if row[k]:
-                hit &= grid[k] == row[k]
-        assert hit.any(), f"{row['paper']} {row['table']} {row['row']} / {row['column']}: no cell runs it"
+        hit = claims.select(grid, row, claims.KEYS)
+        where = f"{row['paper']} {row['table']} {row['row']} / {row['column']}"
+        assert len(hit), f"{where}: no cell runs it"
+        assert not claims.missing(hit, row, claims.KEYS), f"{where}: no cell for {claims.missing(hit, row, claims.KEYS)}"
     assert set(published["paper"]) >= {"fast_preemption", "mspd", "moon", "trigger", "jatp"}
 
 

@@ -94,6 +94,26 @@ def test_trigger_model_is_near_chance_without_its_trigger_and_accurate_with_it(d
             assert not torch.equal(tau, initial_trigger(cfg, spec.shape))
 
 
+def test_an_unbounded_learnable_trigger_takes_algorithm_2s_sign_steps_and_refs_name_the_swept_knob(digits) -> None:
+    """Algorithm 2 as written: no bound on tau, ``alpha`` sign steps during 60% of the epochs; the
+    refs carry eps_t (Table I's sweep) and alpha (Table VII's), so published keys can tell them apart."""
+    from preempt.models.trigger import TriggerConfig, initial_trigger, train_trigger
+
+    tr, _, spec = digits
+    cfg = TriggerConfig(arch="mlp", epochs=4, trigger="learnable", alpha=0.05)  # 2 learning epochs
+    _, tau = train_trigger(cfg, tr.x[:256], tr.y[:256], spec, torch.device("cpu"))
+    steps = (tau - initial_trigger(cfg, spec.shape)) / 0.05
+    assert torch.allclose(steps, steps.round(), atol=1e-4) and float(steps.abs().max()) == pytest.approx(2)  # two +-alpha steps
+    assert float(tau.abs().max()) > 0.1  # beyond both its start range and what eps_t = 0.1 would allow
+    assert cfg.ref({}) == "trigger/mlp/learnable/alpha0.0500"
+    assert TriggerConfig(arch="mlp", trigger="learnable", eps_t=0.1).ref({}) == "trigger/mlp/learnable/alpha0.0250/eps0.1000"
+    assert TriggerConfig(arch="mlp", trigger="fixed", eps_t=4 / 255).ref({}) == "trigger/mlp/fixed/eps0.0157"
+    with pytest.raises(ValueError, match="fixed trigger needs eps_t"):
+        TriggerConfig(arch="mlp", trigger="fixed")
+    with pytest.raises(ValueError, match="needs alpha"):
+        TriggerConfig(arch="mlp", trigger="learnable")
+
+
 def test_jatp_denoiser_lowers_the_adaptive_attack_success_on_its_target(digits) -> None:
     from preempt.models.jatp import JATPConfig, train_denoiser
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import Params
-from .published import KEYS, PER_DEFENSE, load_published
+from .published import KEYS, PER_DEFENSE, alternatives, load_published, missing
 from .stages.aggregate import describe
 
 # what the attack stage writes per cell (stages/attack.py); grad_sim needs a defense with a backbone
@@ -68,17 +68,21 @@ def classify(row: pd.Series, cells: pd.DataFrame) -> tuple[str, str]:
         return "unmatched", "the experiment has no cells"
     if not known(row["metric"]):
         return "unmatched", f"no stage computes {row['metric']}"
-    hits = pd.DataFrame({k: cells[k] == row[k] for k in keys})
+    hits = pd.DataFrame({k: cells[k].isin(alternatives(row[k])) for k in keys})
     score = hits.sum(axis=1)
     full = cells[score == len(keys)]
     if len(full):
-        if any(produces(c, row["metric"]) for _, c in full.iterrows()):
-            return "matched", ""
-        return "unmatched", f"cell {_name(full.iloc[0])} has no {row['metric']} (its attack is {full.iloc[0]['attack_method']})"
+        making = full[[produces(c, row["metric"]) for _, c in full.iterrows()]]
+        if making.empty:
+            return "unmatched", f"cell {_name(full.iloc[0])} has no {row['metric']} (its attack is {full.iloc[0]['attack_method']})"
+        absent = missing(making, row, keys)
+        if absent:
+            return "unmatched", f"no cell for {absent[0]} ({len(absent)} of a published mean's members missing)"
+        return "matched", ""
     near = cells[score == score.max()]
 
     def first_miss(c: pd.Series) -> str:
-        return next(k for k in keys if c[k] != row[k])
+        return next(k for k in keys if c[k] not in alternatives(row[k]))
 
     # among the cells that miss fewest keys, the one whose first wrong value is most like the wanted one
     best = max((c for _, c in near.iterrows()),

@@ -12,7 +12,10 @@ what was run instead, so the match does not depend on naming. Each config descri
 
 ``config/published.csv`` holds published numbers (numbers only), one per line, with the paper and
 its table, row and column, under the same keys; a blank key matches any value (a clean accuracy
-does not depend on the attack that follows). ``compare`` joins them with ``metrics.csv``.
+does not depend on the attack that follows). A key of alternatives ``a|b|c`` marks a published
+mean over cells (Trigger Activation's R_T^{S,A} averages five target models): the reproduced
+value is the mean over one cell per alternative, and only when every alternative has its cell.
+``compare`` joins them with ``metrics.csv``.
 """
 
 from __future__ import annotations
@@ -57,20 +60,45 @@ def expand(metrics: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _matching(metrics: pd.DataFrame, row: pd.Series, keys: list[str]) -> pd.DataFrame:
-    mask = pd.Series(True, index=metrics.index)
+ANY_OF = "|"  # separates a key's alternatives (no ref contains it)
+
+
+def alternatives(value: str) -> list[str]:
+    """A key's values: one, or the members of a published mean (``a|b|c``)."""
+    return value.split(ANY_OF)
+
+
+def select(frame: pd.DataFrame, row: pd.Series, keys: list[str]) -> pd.DataFrame:
+    """The rows of ``frame`` (cells) with every non-blank key of the published ``row``."""
+    mask = pd.Series(True, index=frame.index)
     for k in keys:
-        if row[k] != "" and k in metrics.columns:
-            mask &= metrics[k].astype(str) == row[k]
-    return metrics[mask]
+        if row[k] != "" and k in frame.columns:
+            mask &= frame[k].astype(str).isin(alternatives(row[k]))
+    return frame[mask]
+
+
+def missing(hit: pd.DataFrame, row: pd.Series, keys: list[str]) -> list[str]:
+    """The alternatives of the row's mean keys that no selected cell has (``key=value``): a
+    published mean is reproduced only over all its members."""
+    return [f"{k}={alt}" for k in keys if ANY_OF in row[k] for alt in alternatives(row[k])
+            if alt not in set(hit[k].astype(str))]
+
+
+def _value(hit: pd.DataFrame, row: pd.Series, keys: list[str], metric: str) -> float:
+    """A per-cell number (the first cell), or the mean over the members of a published mean."""
+    means = [k for k in keys if ANY_OF in row[k]]
+    if not means:
+        return float(hit[metric].iloc[0])
+    return float(hit.groupby(means, sort=False)[metric].first().mean())
 
 
 def compare(metrics: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     """One row per published number that an experiment cell reproduces: both values and the gap.
 
     Published rows with every key blank match nothing (they document a number preempt has no cell
-    for). Per-cell metrics take the first matching cell; ``sec_per_image`` is the mean over the
-    experiment's cells of the defense.
+    for). Per-cell metrics take the first matching cell (a published mean: the mean over one cell
+    per alternative, all present); ``sec_per_image`` is the mean over the experiment's cells of
+    the defense.
     """
     metrics = expand(metrics)
     rows = []
@@ -78,14 +106,15 @@ def compare(metrics: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
         keys = PER_DEFENSE.get(pub["metric"], KEYS)
         if all(pub[k] == "" for k in KEYS) or pub["metric"] not in metrics.columns:
             continue
-        hit = _matching(metrics, pub, keys).dropna(subset=[pub["metric"]])
-        if hit.empty:
+        hit = select(metrics, pub, keys).dropna(subset=[pub["metric"]])
+        if hit.empty or missing(hit, pub, keys):
             continue
         first = hit.iloc[0]
-        reproduced = float(hit[pub["metric"]].mean() if pub["metric"] in PER_DEFENSE else first[pub["metric"]])
         many = pub["metric"] in PER_DEFENSE
+        reproduced = float(hit[pub["metric"]].mean()) if many else _value(hit, pub, keys, pub["metric"])
+        victims = ";".join(dict.fromkeys(hit["victim"].astype(str))) if ANY_OF in pub["victim_ref"] else first["victim"]
         rows.append({**{k: pub[k] for k in PLACE}, "dataset": first["dataset"], "defense": first["defense"],
-                     "reversion": "" if many else first["reversion"], "victim": "" if many else first["victim"],
+                     "reversion": "" if many else first["reversion"], "victim": "" if many else victims,
                      "attack": "" if many else first["attack"], "metric": pub["metric"], "reproduced": reproduced,
                      "published": float(pub["value"]), "difference": reproduced - float(pub["value"]),
                      "source": pub["source"]})

@@ -7,7 +7,7 @@ Every entry is ``attack(model, x, y, *, cfg, generator) -> x_adv``: ``model`` ta
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 from pydantic import Field, model_validator
@@ -57,14 +57,19 @@ class AttackConfig(MethodConfig):
         """What the attack itself is (its method, norm, budget and the knobs that define it)."""
         return f"{self.method}/{self.norm}/{self.eps:.4f}"
 
-    def ref(self) -> str:
+    def ref(self, surrogate_refs: Sequence[str] | None = None) -> str:
         """What ran, independently of the entry's name: e.g. ``autoattack/standard/Linf/0.0314``,
-        ``pgd-ce/Linf/0.0314/20``, ``transfer[surrogate]/mifgsm/Linf/0.1000`` (the key that
-        published numbers are matched on, see ``preempt.published``)."""
+        ``pgd-ce/Linf/0.0314/20``, ``transfer[train/resnet18/standard,...]/mifgsm/Linf/0.1000``
+        (the key that published numbers are matched on, see ``preempt.published``). A transfer
+        attack names its surrogates by ``surrogate_refs`` (the models' own refs, in order), or by
+        their entry names where the caller has no models at hand."""
         ref = self.core_ref()
         if self.bpda:
             ref = f"bpda+{ref}"
-        return f"transfer[{','.join(self.surrogates)}]/{ref}" if self.surrogates else ref
+        if not self.surrogates:
+            return ref
+        names = list(surrogate_refs) if surrogate_refs is not None else list(self.surrogates)
+        return f"transfer[{','.join(names)}]/{ref}"
 
 
 def _flat_norm(v: torch.Tensor) -> torch.Tensor:

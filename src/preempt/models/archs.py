@@ -16,6 +16,9 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.models import DenseNet, MobileNetV2
+from torchvision.models.vgg import cfgs as vgg_cfgs
+from torchvision.models.vgg import make_layers as vgg_layers
 
 from ..compat import import_robustbench
 from . import ARCHS
@@ -153,3 +156,45 @@ def resnet50(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     """ResNet-50 in its CIFAR form (bottleneck blocks, 3x3 stem; 24M parameters): Trigger
     Activation's RN-50. RobustBench's implementation."""
     return _rb_resnet("Bottleneck", [3, 4, 6, 3], in_shape, n_classes)
+
+
+# Trigger Activation's other CIFAR architectures (VGG-19, MobileNet-V2, DenseNet-121), each
+# torchvision's implementation with the usual CIFAR changes (a 3x3 stride-1 stem, no early
+# downsampling, a linear head on the pooled features) so that 32x32 inputs keep spatial extent.
+def _cifar_only(name: str, in_shape: tuple[int, int, int]) -> None:
+    if in_shape[0] != 3 or in_shape[1] < 32:
+        raise ValueError(f"{name} takes 3-channel images of at least 32x32, not {'x'.join(map(str, in_shape))}")
+
+
+@ARCHS.register("vgg19")
+def vgg19(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    """VGG-19 with batch norm in its CIFAR form: torchvision's 16 convolutions (configuration
+    "E"), then global average pooling and one linear layer (512 -> classes; 20M parameters)."""
+    _cifar_only("vgg19", in_shape)
+    return nn.Sequential(vgg_layers(vgg_cfgs["E"], batch_norm=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(512, n_classes))
+
+
+@ARCHS.register("mobilenet_v2")
+def mobilenet_v2(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    """MobileNet-V2 in its CIFAR form: torchvision's network with a stride-1 stem and the second
+    stage at stride 1 (32x32 -> 4x4 before pooling, as ImageNet's 224 -> 7; 2.2M parameters)."""
+    _cifar_only("mobilenet_v2", in_shape)
+    setting = [[1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
+               [6, 320, 1, 1]]
+    net = MobileNetV2(num_classes=n_classes, inverted_residual_setting=setting)
+    stem = net.features[0][0]
+    assert isinstance(stem, nn.Conv2d)
+    stem.stride = (1, 1)
+    return net
+
+
+@ARCHS.register("densenet121")
+def densenet121(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
+    """DenseNet-121 in its CIFAR form: torchvision's network (growth 32, blocks 6-12-24-16) with a
+    3x3 stride-1 stem and no stem max-pool (32x32 -> 4x4 before pooling; 7M parameters)."""
+    _cifar_only("densenet121", in_shape)
+    net = DenseNet(growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64, num_classes=n_classes)
+    net.features.conv0 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    net.features.pool0 = nn.Identity()
+    return net

@@ -6,9 +6,10 @@ network is confident and correct with the trigger and close to chance without it
 - ``trigger: fixed`` (Algorithm 1): tau = eps_t * (2 * Bernoulli(0.5) - 1), one image-shaped
   +-eps_t pattern drawn once from the model's seed.
 - ``trigger: learnable`` (Algorithm 2): tau ~ U(-alpha, alpha); during the first
-  ``learn_fraction`` (60%) of the epochs, after each epoch tau <- clip(tau - alpha * sign(G),
-  -eps_t, eps_t) with G the gradient of CE(f(x + tau), y) w.r.t. tau accumulated over the epoch.
-  alpha defaults to eps_t / 4 (the paper leaves it to the budget; our choice, written down here).
+  ``learn_fraction`` (60%) of the epochs, after each epoch tau <- tau - alpha * sign(G) with G the
+  gradient of CE(f(x + tau), y) w.r.t. tau accumulated over the epoch. Algorithm 2 bounds tau by
+  nothing (leave ``eps_t`` out, and give ``alpha``); with ``eps_t`` set, tau is also clipped to
+  [-eps_t, eps_t] and alpha defaults to eps_t / 4 (our choice, written down here).
 
 The deployed model is f_t(x) = f(x + tau) (``Preprocessed`` with an additive pre-processing; not
 clipped to [0, 1], exactly as trained), saved as the network's weights plus ``trigger.tau``.
@@ -21,7 +22,7 @@ import time
 from typing import Any, Literal, Mapping
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from .. import artifacts
@@ -35,13 +36,31 @@ TAU_KEY = "trigger.tau"
 class TriggerConfig(TrainConfig):
     source: Literal["trigger"] = "trigger"  # type: ignore[assignment]
     trigger: Literal["fixed", "learnable"] = "learnable"
-    eps_t: float = Field(ge=0, le=1, description="trigger budget (Linf)")
+    eps_t: float | None = Field(None, ge=0, le=1, description="trigger budget (Linf); learnable: optional")
     alpha: float | None = Field(None, gt=0, description="learnable: init range and update step; default eps_t/4")
     learn_fraction: float = Field(0.6, ge=0, le=1, description="learnable: fraction of epochs that update tau")
     kl_weight: float = Field(1.0, ge=0)
 
+    @model_validator(mode="after")
+    def _budget(self) -> "TriggerConfig":
+        if self.trigger == "fixed" and self.eps_t is None:
+            raise ValueError("a fixed trigger needs eps_t, its Linf size (Algorithm 1)")
+        if self.trigger == "learnable" and self.eps_t is None and self.alpha is None:
+            raise ValueError("an unbounded learnable trigger (no eps_t) needs alpha, its step (Algorithm 2)")
+        return self
+
+    @property
+    def step(self) -> float:
+        """The learnable trigger's initial range and update step alpha."""
+        return self.alpha if self.alpha is not None else float(self.eps_t or 0) / 4
+
     def ref(self, models: Mapping[str, ModelConfig]) -> str:
-        return f"trigger/{self.arch}/{self.trigger}"
+        """``trigger/<arch>/fixed/eps<eps_t>`` or ``trigger/<arch>/learnable/alpha<alpha>[/eps<eps_t>]``:
+        the settings Trigger Activation's tables vary (Table I: eps_t; Table VII: alpha)."""
+        if self.trigger == "fixed":
+            return f"trigger/{self.arch}/fixed/eps{self.eps_t:.4f}"
+        bound = f"/eps{self.eps_t:.4f}" if self.eps_t is not None else ""
+        return f"trigger/{self.arch}/learnable/alpha{self.step:.4f}{bound}"
 
 
 class AddTrigger(nn.Module):
@@ -58,9 +77,8 @@ class AddTrigger(nn.Module):
 def initial_trigger(cfg: TriggerConfig, shape: tuple[int, ...]) -> torch.Tensor:
     g = torch.Generator().manual_seed(cfg.seed + 17)
     if cfg.trigger == "fixed":
-        return cfg.eps_t * (2 * torch.bernoulli(torch.full(shape, 0.5), generator=g) - 1)
-    alpha = cfg.alpha if cfg.alpha is not None else cfg.eps_t / 4
-    return (torch.rand(shape, generator=g) * 2 - 1) * alpha
+        return float(cfg.eps_t or 0) * (2 * torch.bernoulli(torch.full(shape, 0.5), generator=g) - 1)
+    return (torch.rand(shape, generator=g) * 2 - 1) * cfg.step
 
 
 def train_trigger(cfg: TriggerConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageSpec,
@@ -68,7 +86,7 @@ def train_trigger(cfg: TriggerConfig, x_all: torch.Tensor, y_all: torch.Tensor, 
     """The trained network and its trigger tau."""
     tau = initial_trigger(cfg, spec.shape).to(device)
     grad_sum = torch.zeros_like(tau)
-    alpha = cfg.alpha if cfg.alpha is not None else cfg.eps_t / 4
+    alpha = cfg.step
     learn_epochs = int(cfg.learn_fraction * cfg.epochs) if cfg.trigger == "learnable" else 0
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -85,7 +103,9 @@ def train_trigger(cfg: TriggerConfig, x_all: torch.Tensor, y_all: torch.Tensor, 
     def epoch_end(epoch: int) -> None:
         nonlocal tau, grad_sum
         if epoch < learn_epochs:
-            tau = (tau - alpha * grad_sum.sign()).clamp(-cfg.eps_t, cfg.eps_t)
+            tau = tau - alpha * grad_sum.sign()
+            if cfg.eps_t is not None:
+                tau = tau.clamp(-cfg.eps_t, cfg.eps_t)
         grad_sum = torch.zeros_like(tau)
 
     model = build(cfg, spec)

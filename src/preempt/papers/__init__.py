@@ -297,9 +297,11 @@ def by_victim(res: Results, e: Exhibit, metric: str = "robust_acc") -> Shown | N
     return Shown(table=t.round(1))
 
 
-def attack_rows(res: Results, e: Exhibit, columns: str = "victim", metric: str = "robust_acc") -> Shown | None:
-    """Rows: Clean, then each attack; columns: ``columns`` (victims or defenses); accuracy (%)."""
-    cells = res.cells(e.key)
+def attack_rows(res: Results, e: Exhibit, columns: str = "victim", metric: str = "robust_acc",
+                cells: pd.DataFrame | None = None) -> Shown | None:
+    """Rows: Clean, then each attack; columns: ``columns`` (victims or defenses; cells sharing a
+    column are averaged); accuracy (%). ``cells``: the exhibit's cells, already given a column."""
+    cells = res.cells(e.key) if cells is None else cells
     if cells.empty:
         return None
     clean = cells.groupby(columns, sort=False)["clean_acc"].mean().rename("Clean").to_frame().T

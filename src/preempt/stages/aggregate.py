@@ -32,8 +32,10 @@ COLUMNS = ["dataset", "defense", "victim", "attack", "reversion", "n", "clean_ac
 
 def describe(p: Params, defense: str, victim: str, attack: str) -> dict[str, str | bool | None]:
     """What a cell ran, by each config's own description (the keys published numbers use)."""
+    acfg = p.attacks[attack]
     return {"defense_ref": p.defenses[defense].ref(), "victim_ref": p.models[victim].ref(p.models),
-            "attack_ref": p.attacks[attack].ref(), "victim_at": p.models[victim].adversarial(p.models)}
+            "attack_ref": acfg.ref([p.models[s].ref(p.models) for s in acfg.surrogates]),
+            "victim_at": p.models[victim].adversarial(p.models)}
 
 
 def tables(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
