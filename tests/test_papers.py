@@ -128,6 +128,23 @@ def test_sweep_layout_and_figures_are_written_beside_their_data(tmp_path) -> Non
     assert list(data["schedule"]) == ["none", "F1B1 N20", "F1B2 N20"] and list(data["robust_acc"]) == [70.0, 85.0, 86.0]
 
 
+def test_moon_white_box_is_the_lowest_over_the_eps_sweep_per_attack(tmp_path) -> None:
+    """Moon et al.'s white box (Alg. 4): per attack, the lowest accuracy over eps' after reconstruction."""
+    from preempt.papers import moon
+
+    rows = [{"defense": "bilevel", "reversion": "none", "victim": "adv", "attack": "pgd", "reproduces": "moon/table1",
+             "attack_ref": "pgd-ce/Linf/0.0314/20", "clean_acc": 90.0, "robust_acc": 80.0, "robust_acc_ball": 80.0}]
+    rows += [{"defense": "bilevel", "reversion": "reconstruct", "victim": "adv", "attack": f"{a}_rec{k}",
+              "reproduces": "moon/table1", "attack_ref": f"{ref}/{eps:.4f}{tail}", "clean_acc": 90.0,
+              "robust_acc": 0.0, "robust_acc_ball": base + k / 25}
+             for a, ref, tail, base in (("pgd", "pgd-ce/Linf", "/20", 70.0), ("aa", "autoattack/standard/Linf", "", 60.0))
+             for k, eps in ((25, 0.0078), (50, 0.0157), (100, 0.0314))]
+    res = papers.Results(metrics=pd.DataFrame(rows), figures_dir=tmp_path)
+    t = moon.grey_white(res, papers.PAPERS["moon"].exhibit("table1")).table
+    assert t.loc[("adv", "bilevel"), ("White-box", "pgd-ce/Linf/20, min over eps'")] == 71.0
+    assert t.loc[("adv", "bilevel"), ("White-box", "autoattack/standard/Linf, min over eps'")] == 61.0
+
+
 def test_moon_fig3_compares_random_and_x_start_reconstructions_against_eps(tmp_path) -> None:
     """Moon et al.'s Fig. 3: per Bi-Level start, the distance of the reconstruction from the
     original in the defense's norm, eps dotted, and the share near the ball's boundary."""

@@ -41,7 +41,7 @@ def test_seconds_per_image_match_on_the_defense_alone() -> None:
     assert row["reproduced"] == pytest.approx(0.04) and row["published"] == 0.02
 
 
-def test_a_published_mean_over_models_is_reproduced_only_over_all_of_them() -> None:
+def test_a_published_mean_or_min_over_cells_is_reproduced_only_over_all_of_them() -> None:
     """Trigger Activation's R_T^{S,A}: one number over several targets (a key ``a|b``)."""
     pub = pd.DataFrame([{"paper": "trigger", "table": "Table I", "row": "PGD", "column": "w/o", "dataset": "cifar10",
                          "defense_ref": "none", "victim_ref": "train/a/standard|train/b/standard", "attack_ref": "",
@@ -54,6 +54,8 @@ def test_a_published_mean_over_models_is_reproduced_only_over_all_of_them() -> N
     assert row["reproduced"] == pytest.approx(15.0) and row["victim"] == "va;vb"
     assert claims.compare(m[m["victim"] != "vb"], pub).empty  # a mean with a member missing is not reproduced
     assert claims.missing(m[m["victim"] != "vb"], pub.iloc[0], claims.KEYS) == ["victim_ref=train/b/standard"]
+    lowest = pub.assign(victim_ref="min:train/a/standard|train/b/standard|train/c/standard")  # Moon's white box
+    assert claims.compare(m, lowest).iloc[0]["reproduced"] == pytest.approx(10.0)
 
 
 def test_every_keyed_published_number_has_a_cell_in_some_experiment_file() -> None:

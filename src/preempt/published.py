@@ -14,7 +14,9 @@ what was run instead, so the match does not depend on naming. Each config descri
 its table, row and column, under the same keys; a blank key matches any value (a clean accuracy
 does not depend on the attack that follows). A key of alternatives ``a|b|c`` marks a published
 mean over cells (Trigger Activation's R_T^{S,A} averages five target models): the reproduced
-value is the mean over one cell per alternative, and only when every alternative has its cell.
+value is the mean over one cell per alternative, and only when every alternative has its cell;
+``min:a|b|c`` takes their lowest instead (Moon et al.'s white-box accuracy: the lowest over the
+attack budgets eps' after reconstruction).
 ``compare`` joins them with ``metrics.csv``.
 """
 
@@ -61,11 +63,17 @@ def expand(metrics: pd.DataFrame) -> pd.DataFrame:
 
 
 ANY_OF = "|"  # separates a key's alternatives (no ref contains it)
+AGGREGATES = ("min", "max")  # ``min:a|b``; plain ``a|b`` is a mean
+
+
+def _aggregate(value: str) -> tuple[str, str]:
+    head, sep, rest = value.partition(":")
+    return (head, rest) if sep and head in AGGREGATES else ("mean", value)
 
 
 def alternatives(value: str) -> list[str]:
-    """A key's values: one, or the members of a published mean (``a|b|c``)."""
-    return value.split(ANY_OF)
+    """A key's values: one, or the members of a published mean, min or max (``[min:]a|b|c``)."""
+    return _aggregate(value)[1].split(ANY_OF)
 
 
 def select(frame: pd.DataFrame, row: pd.Series, keys: list[str]) -> pd.DataFrame:
@@ -85,11 +93,13 @@ def missing(hit: pd.DataFrame, row: pd.Series, keys: list[str]) -> list[str]:
 
 
 def _value(hit: pd.DataFrame, row: pd.Series, keys: list[str], metric: str) -> float:
-    """A per-cell number (the first cell), or the mean over the members of a published mean."""
-    means = [k for k in keys if ANY_OF in row[k]]
-    if not means:
+    """A per-cell number (the first cell), or the mean (min, max) over the members of a published
+    aggregate: one cell per member."""
+    members = [k for k in keys if ANY_OF in row[k]]
+    if not members:
         return float(hit[metric].iloc[0])
-    return float(hit.groupby(means, sort=False)[metric].first().mean())
+    how = next(_aggregate(row[k])[0] for k in members)
+    return float(hit.groupby(members, sort=False)[metric].first().agg(how))
 
 
 def compare(metrics: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
