@@ -119,3 +119,15 @@ def test_yaml_is_never_evaluated(tmp_path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         config.load(evil)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_validating_params_does_not_import_torchvision() -> None:
+    """Every Snakemake parse and stage process validates params.yaml; torchvision costs 1.6-2.4 s
+    to import (it loads torch._dynamo), so the model sources and archs import it only to build.
+    (An experiment with RobustBench entries imports robustbench, and with it timm and torchvision,
+    to check the zoo names.)"""
+    code = ("import sys; from preempt import config; config.load('params.yaml'); "
+            "[config.load(f) for f in ('config/trigger-cifar10.yaml', 'config/jatp-cifar10.yaml')]; "
+            "print('torchvision' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

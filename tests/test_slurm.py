@@ -77,7 +77,7 @@ def _same_metrics(ws: Path, small_run: Path) -> None:
     b = a[cell].merge(b, on=cell, how="left")
     cols = [c for c in a.columns if c not in TIMING]
     assert len(a) == 2
-    pd.testing.assert_frame_equal(a[cols], b[cols])
+    pd.testing.assert_frame_equal(a[cols], b[cols], check_dtype=False)  # ssim 1 of two undefended cells reads as int
 
 
 def _through_sbatch(cluster: Path, log: str, earlier: frozenset[str] | set[str] = frozenset()) -> set[str]:

@@ -16,9 +16,6 @@ from functools import partial
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import DenseNet, MobileNetV2
-from torchvision.models.vgg import cfgs as vgg_cfgs
-from torchvision.models.vgg import make_layers as vgg_layers
 
 from ..compat import import_robustbench
 from . import ARCHS
@@ -161,6 +158,8 @@ def resnet50(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
 # Trigger Activation's other CIFAR architectures (VGG-19, MobileNet-V2, DenseNet-121), each
 # torchvision's implementation with the usual CIFAR changes (a 3x3 stride-1 stem, no early
 # downsampling, a linear head on the pooled features) so that 32x32 inputs keep spatial extent.
+# torchvision is imported when one is built: importing it costs 2.4 s (it loads torch._dynamo),
+# which every Snakemake parse and stage process would otherwise pay.
 def _cifar_only(name: str, in_shape: tuple[int, int, int]) -> None:
     if in_shape[0] != 3 or in_shape[1] < 32:
         raise ValueError(f"{name} takes 3-channel images of at least 32x32, not {'x'.join(map(str, in_shape))}")
@@ -171,6 +170,9 @@ def vgg19(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     """VGG-19 with batch norm in its CIFAR form: torchvision's 16 convolutions (configuration
     "E"), then global average pooling and one linear layer (512 -> classes; 20M parameters)."""
     _cifar_only("vgg19", in_shape)
+    from torchvision.models.vgg import cfgs as vgg_cfgs
+    from torchvision.models.vgg import make_layers as vgg_layers
+
     return nn.Sequential(vgg_layers(vgg_cfgs["E"], batch_norm=True), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                          nn.Linear(512, n_classes))
 
@@ -180,6 +182,8 @@ def mobilenet_v2(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     """MobileNet-V2 in its CIFAR form: torchvision's network with a stride-1 stem and the second
     stage at stride 1 (32x32 -> 4x4 before pooling, as ImageNet's 224 -> 7; 2.2M parameters)."""
     _cifar_only("mobilenet_v2", in_shape)
+    from torchvision.models import MobileNetV2
+
     setting = [[1, 16, 1, 1], [6, 24, 2, 1], [6, 32, 3, 2], [6, 64, 4, 2], [6, 96, 3, 1], [6, 160, 3, 2],
                [6, 320, 1, 1]]
     net = MobileNetV2(num_classes=n_classes, inverted_residual_setting=setting)
@@ -194,6 +198,8 @@ def densenet121(in_shape: tuple[int, int, int], n_classes: int) -> nn.Module:
     """DenseNet-121 in its CIFAR form: torchvision's network (growth 32, blocks 6-12-24-16) with a
     3x3 stride-1 stem and no stem max-pool (32x32 -> 4x4 before pooling; 7M parameters)."""
     _cifar_only("densenet121", in_shape)
+    from torchvision.models import DenseNet
+
     net = DenseNet(growth_rate=32, block_config=(6, 12, 24, 16), num_init_features=64, num_classes=n_classes)
     net.features.conv0 = nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
     net.features.pool0 = nn.Identity()

@@ -26,7 +26,6 @@ from typing import Any, Literal, Mapping
 import torch
 from pydantic import Field, model_validator
 from torch import nn
-from torchvision.models import ResNet50_Weights
 
 from .. import artifacts
 from ..compat import import_robustbench
@@ -86,6 +85,10 @@ def weight_files(cfg: RobustBenchConfig) -> list[Path]:
     if isinstance(entry["gdrive_id"], list):
         return [Path(f"{base}_m{i}.pt") for i in range(len(entry["gdrive_id"]))]
     if cfg.dataset == "imagenet" and cfg.name == "Standard_R50":  # torchvision's weights, fetched in its constructor
+        # imported here: torchvision costs 1.6 s to import, which every process that loads the
+        # model sources (each Snakemake parse and stage) would otherwise pay
+        from torchvision.models import ResNet50_Weights
+
         return [Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(ResNet50_Weights.IMAGENET1K_V1.url)]
     return [base]
 
