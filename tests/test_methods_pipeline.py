@@ -108,7 +108,7 @@ def test_tables_carry_what_each_method_defines(ws: Path) -> None:
     assert (per.map(len) == 2).all()
     assert ((per.map(lambda d: sum(d.values()) / len(d)) - tr["robust_acc"]).abs() < 1e-3).all()  # csv: 6 digits
     models = config.load(ws / "params.yaml").models  # surrogates named by what they are, not their entry names
-    named = ",".join(models[m].ref(models) for m in ("classifier", "surrogate"))
+    named = ",".join(sorted(models[m].ref(models) for m in ("classifier", "surrogate")))
     assert tr["attack_ref"].str.startswith(f"transfer[{named}]/").all(), tr["attack_ref"].iloc[0]
     # the reconstruction sweep: counting examples outside the ball can only add robust ones
     rec = df[df.reversion == "reconstruct"]

@@ -56,6 +56,16 @@ def test_a_published_mean_or_min_over_cells_is_reproduced_only_over_all_of_them(
     assert claims.missing(m[m["victim"] != "vb"], pub.iloc[0], claims.KEYS) == ["victim_ref=train/b/standard"]
     lowest = pub.assign(victim_ref="min:train/a/standard|train/b/standard|train/c/standard")  # Moon's white box
     assert claims.compare(m, lowest).iloc[0]["reproduced"] == pytest.approx(10.0)
+    assert claims.compare(m, lowest).iloc[0]["victim"] == "va;vb;vc"
+
+
+def test_a_published_number_aggregates_over_one_key_only(tmp_path) -> None:
+    """A mean over victims of a min over attacks has no single reading: one clear error."""
+    text = (ROOT / paths.PUBLISHED_CSV).read_text()
+    line = "trigger,Table I,PGD,w/o,cifar10,none,train/a/standard|train/b/standard,min:pgd|ifgsm,none,robust_acc,1.0,x\n"
+    (tmp_path / "p.csv").write_text(text + line)
+    with pytest.raises(Exception, match=r"p.csv: line \d+ aggregates over victim_ref and attack_ref"):
+        claims.load_published(tmp_path / "p.csv")
 
 
 def test_every_keyed_published_number_has_a_cell_in_some_experiment_file() -> None:

@@ -33,6 +33,9 @@ KEYS = ["dataset", "defense_ref", "victim_ref", "attack_ref", "reversion"]
 PLACE = ["paper", "table", "row", "column"]
 COLUMNS = [*PLACE, "dataset", "defense", "reversion", "victim", "attack", "metric", "reproduced", "published",
            "difference", "source"]
+ANY_OF = "|"  # separates a key's alternatives (no ref contains it)
+AGGREGATES = ("min", "max")  # ``min:a|b``; plain ``a|b`` is a mean
+NAME_OF = {"defense": "defense_ref", "reversion": "reversion", "victim": "victim_ref", "attack": "attack_ref"}
 # metrics compared per defense (mean over the experiment's cells), not per cell
 PER_DEFENSE = {"sec_per_image": ["dataset", "defense_ref"]}
 
@@ -47,6 +50,12 @@ def load_published(path: str | Path) -> pd.DataFrame:
     bad = df.index[values.isna()]
     if len(bad):
         raise PreemptError(f"{path}: line {int(bad[0]) + 2} has value {df.loc[bad[0], 'value']!r}, not a number")
+    # one aggregated key per number: a mean of minima (or a cross product) has no single reading
+    twice = df.index[sum(df[k].str.contains(ANY_OF, regex=False) for k in KEYS) > 1]
+    if len(twice):
+        keys = [k for k in KEYS if ANY_OF in df.loc[twice[0], k]]
+        raise PreemptError(f"{path}: line {int(twice[0]) + 2} aggregates over {' and '.join(keys)}; "
+                           f"a published mean or min may list alternatives in one key only")
     return df.assign(value=values)
 
 
@@ -62,8 +71,6 @@ def expand(metrics: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-ANY_OF = "|"  # separates a key's alternatives (no ref contains it)
-AGGREGATES = ("min", "max")  # ``min:a|b``; plain ``a|b`` is a mean
 
 
 def _aggregate(value: str) -> tuple[str, str]:
@@ -122,10 +129,12 @@ def compare(metrics: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
         first = hit.iloc[0]
         many = pub["metric"] in PER_DEFENSE
         reproduced = float(hit[pub["metric"]].mean()) if many else _value(hit, pub, keys, pub["metric"])
-        victims = ";".join(dict.fromkeys(hit["victim"].astype(str))) if ANY_OF in pub["victim_ref"] else first["victim"]
-        rows.append({**{k: pub[k] for k in PLACE}, "dataset": first["dataset"], "defense": first["defense"],
-                     "reversion": "" if many else first["reversion"], "victim": "" if many else victims,
-                     "attack": "" if many else first["attack"], "metric": pub["metric"], "reproduced": reproduced,
+        # the cells a mean or min is over: their names, in the column of the aggregated key
+        names = {col: ";".join(dict.fromkeys(hit[col].astype(str))) if ANY_OF in pub[key] else str(first[col])
+                 for col, key in NAME_OF.items()}
+        rows.append({**{k: pub[k] for k in PLACE}, "dataset": first["dataset"], "defense": names["defense"],
+                     "reversion": "" if many else names["reversion"], "victim": "" if many else names["victim"],
+                     "attack": "" if many else names["attack"], "metric": pub["metric"], "reproduced": reproduced,
                      "published": float(pub["value"]), "difference": reproduced - float(pub["value"]),
                      "source": pub["source"]})
     return pd.DataFrame(rows, columns=COLUMNS).round(4)

@@ -61,14 +61,15 @@ class AttackConfig(MethodConfig):
         """What ran, independently of the entry's name: e.g. ``autoattack/standard/Linf/0.0314``,
         ``pgd-ce/Linf/0.0314/20``, ``transfer[train/resnet18/standard,...]/mifgsm/Linf/0.1000``
         (the key that published numbers are matched on, see ``preempt.published``). A transfer
-        attack names its surrogates by ``surrogate_refs`` (the models' own refs, in order), or by
-        their entry names where the caller has no models at hand."""
+        attack names its surrogates by ``surrogate_refs`` (the models' own refs), or by their entry
+        names where the caller has no models at hand; sorted, since the result (the mean over
+        surrogates) does not depend on their order."""
         ref = self.core_ref()
         if self.bpda:
             ref = f"bpda+{ref}"
         if not self.surrogates:
             return ref
-        names = list(surrogate_refs) if surrogate_refs is not None else list(self.surrogates)
+        names = sorted(surrogate_refs if surrogate_refs is not None else self.surrogates)
         return f"transfer[{','.join(names)}]/{ref}"
 
 

@@ -1,15 +1,17 @@
 """``source: trigger``: Trigger Activation (Yu et al.), a model accurate only on x + tau.
 
 Training loss (both algorithms): CE(f(x + tau), y) + ``kl_weight`` * KL(f(x) || uniform), so the
-network is confident and correct with the trigger and close to chance without it.
+network is confident and correct with the trigger and close to chance without it; each batch goes
+through the network once, as Concatenate(x_B, x_B + tau) (batch norm sees both halves together).
 
 - ``trigger: fixed`` (Algorithm 1): tau = eps_t * (2 * Bernoulli(0.5) - 1), one image-shaped
   +-eps_t pattern drawn once from the model's seed.
 - ``trigger: learnable`` (Algorithm 2): tau ~ U(-alpha, alpha); during the first
   ``learn_fraction`` (60%) of the epochs, after each epoch tau <- tau - alpha * sign(G) with G the
-  gradient of CE(f(x + tau), y) w.r.t. tau accumulated over the epoch. Algorithm 2 bounds tau by
-  nothing (leave ``eps_t`` out, and give ``alpha``); with ``eps_t`` set, tau is also clipped to
-  [-eps_t, eps_t] and alpha defaults to eps_t / 4 (our choice, written down here).
+  gradient of CE(f(x_B + tau), y_B) w.r.t. tau summed over a separate pass through the training
+  set, the model fixed (eval mode, which the paper leaves open; no augmentation). Algorithm 2
+  bounds tau by nothing (leave ``eps_t`` out, and give ``alpha``); with ``eps_t`` set, tau is also
+  clipped to [-eps_t, eps_t] and alpha defaults to eps_t / 4 (our choice, written down here).
 
 The deployed model is f_t(x) = f(x + tau) (``Preprocessed`` with an additive pre-processing; not
 clipped to [0, 1], exactly as trained), saved as the network's weights plus ``trigger.tau``.
@@ -36,7 +38,7 @@ TAU_KEY = "trigger.tau"
 class TriggerConfig(TrainConfig):
     source: Literal["trigger"] = "trigger"  # type: ignore[assignment]
     trigger: Literal["fixed", "learnable"] = "learnable"
-    eps_t: float | None = Field(None, ge=0, le=1, description="trigger budget (Linf); learnable: optional")
+    eps_t: float | None = Field(None, gt=0, le=1, description="trigger budget (Linf); learnable: optional")
     alpha: float | None = Field(None, gt=0, description="learnable: init range and update step; default eps_t/4")
     learn_fraction: float = Field(0.6, ge=0, le=1, description="learnable: fraction of epochs that update tau")
     kl_weight: float = Field(1.0, ge=0)
@@ -83,30 +85,36 @@ def initial_trigger(cfg: TriggerConfig, shape: tuple[int, ...]) -> torch.Tensor:
 
 def train_trigger(cfg: TriggerConfig, x_all: torch.Tensor, y_all: torch.Tensor, spec: ImageSpec,
                   device: torch.device, desc: str = "train") -> tuple[Normalized, torch.Tensor]:
-    """The trained network and its trigger tau."""
+    """The trained network and its trigger tau, as Algorithms 1 and 2 run: each batch goes through
+    the network once as Concatenate(x_B, x_B + tau) (so batch norm sees both halves together);
+    a learnable tau is updated after a model epoch by a separate pass over the training set with
+    the model fixed (eval mode, no augmentation): tau <- tau - alpha sign(sum_B grad CE)."""
     tau = initial_trigger(cfg, spec.shape).to(device)
-    grad_sum = torch.zeros_like(tau)
-    alpha = cfg.step
     learn_epochs = int(cfg.learn_fraction * cfg.epochs) if cfg.trigger == "learnable" else 0
+    log_c = float(torch.log(torch.tensor(float(spec.n_classes))))
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        nonlocal grad_sum
-        t = tau.clone().requires_grad_(learn_epochs > 0)
-        ce = nn.functional.cross_entropy(model(x + t), y)
-        logp = nn.functional.log_softmax(model(x), 1)
-        kl = (logp.exp() * (logp + torch.log(torch.tensor(float(logp.shape[1]))))).sum(1).mean()  # KL(f(x) || U)
-        if learn_epochs > 0:
-            (g,) = torch.autograd.grad(ce, t, retain_graph=True)
-            grad_sum = grad_sum + g.detach()
-        return ce + cfg.kl_weight * kl
+        z_neg, z_pos = model(torch.cat([x, x + tau])).split(len(x))
+        logp = nn.functional.log_softmax(z_neg, 1)
+        kl = (logp.exp() * (logp + log_c)).sum(1).mean()  # KL(f(x) || U)
+        return nn.functional.cross_entropy(z_pos, y) + cfg.kl_weight * kl
 
     def epoch_end(epoch: int) -> None:
-        nonlocal tau, grad_sum
-        if epoch < learn_epochs:
-            tau = tau - alpha * grad_sum.sign()
-            if cfg.eps_t is not None:
-                tau = tau.clamp(-cfg.eps_t, cfg.eps_t)
-        grad_sum = torch.zeros_like(tau)
+        nonlocal tau
+        if epoch >= learn_epochs:
+            return
+        g_tmp = torch.zeros_like(tau)
+        model.eval()
+        t = tau.clone().requires_grad_(True)
+        with torch.enable_grad():
+            for i in range(0, len(x_all), cfg.batch_size):
+                xb, yb = x_all[i:i + cfg.batch_size].to(device), y_all[i:i + cfg.batch_size].to(device)
+                (g,) = torch.autograd.grad(nn.functional.cross_entropy(model(xb + t), yb), t)
+                g_tmp += g
+        model.train()
+        tau = tau - cfg.step * g_tmp.sign()
+        if cfg.eps_t is not None:
+            tau = tau.clamp(-cfg.eps_t, cfg.eps_t)
 
     model = build(cfg, spec)
     fit(cfg, x_all, y_all, spec, device, desc=desc, loss_fn=loss_fn, epoch_end=epoch_end, model=model)
