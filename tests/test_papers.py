@@ -249,3 +249,20 @@ def test_report_tables_show_three_significant_digits_not_run_and_coloured_verdic
     # every report notebook renders its tables this way
     for nb in sorted((ROOT / "notebooks").glob("*.ipynb")):
         assert "readable_tables()" in nb.read_text(), nb.name
+
+
+def test_report_kernels_talk_over_ipc_not_racy_tcp_ports(tmp_path) -> None:
+    """Two reports starting at once must not pick the same localhost port (CI saw a kernel die with
+    'Address already in use'): the kernel runs with IPC sockets, leaving nothing in the cwd."""
+    import nbformat
+    import papermill as pm
+
+    manager = report.ipc_kernel_manager()
+    assert manager().transport == "ipc"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("print(6 * 7)")]
+    nbformat.write(nb, tmp_path / "in.ipynb")
+    pm.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name=report.kernel_name(),
+                        progress_bar=False, cwd=str(tmp_path), kernel_manager_class=manager)
+    assert nbformat.read(tmp_path / "out.ipynb", 4).cells[0].outputs[0]["text"] == "42\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ipynb", "out.ipynb"]

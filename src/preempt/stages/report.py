@@ -36,6 +36,23 @@ def kernel_name() -> str:
     raise PreemptError("no Jupyter kernel 'preempt' (or 'python3') is installed; run ./setup.sh")
 
 
+def ipc_kernel_manager() -> type:
+    """The notebook kernel's manager, talking over IPC sockets (files named after the kernel's own
+    connection file) instead of localhost TCP ports. jupyter_client picks free TCP ports before
+    the kernel binds them, so two reports starting at once (two local jobs, two test workers) can
+    pick the same port and one kernel dies ("Address already in use"; seen in CI). Imported here:
+    jupyter_client is only needed by the report stage."""
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import default
+
+    class IPCKernelManager(AsyncKernelManager):
+        @default("transport")
+        def _transport_default(self) -> str:
+            return "ipc"
+
+    return IPCKernelManager
+
+
 def producers() -> dict[str, list[str]]:
     """Exhibit key -> the experiment files under config/ whose grid reproduces it (what a paper
     notebook names for an exhibit the current experiment lacks)."""
@@ -99,7 +116,8 @@ def run(ctx: Context, notebook: str) -> None:
     try:
         with atomic_path(out) as tmp_nb, atomic_path(html) as tmp_html:
             pm.execute_notebook(src, str(tmp_nb), parameters=parameters(ctx, notebook, tmp_figs),
-                                kernel_name=kernel_name(), progress_bar=False, cwd=os.getcwd())
+                                kernel_name=kernel_name(), progress_bar=False, cwd=os.getcwd(),
+                                kernel_manager_class=ipc_kernel_manager())
             # point the notebook's figure paths at their final place before it is published
             text = tmp_nb.read_text().replace(str(tmp_figs.resolve()), str(figs.resolve()))
             tmp_nb.write_text(shrunk_banner(text) if ctx.declared.shrink is not None else text)
