@@ -71,8 +71,6 @@ def expand(metrics: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-
-
 def _aggregate(value: str) -> tuple[str, str]:
     head, sep, rest = value.partition(":")
     return (head, rest) if sep and head in AGGREGATES else ("mean", value)

@@ -20,6 +20,7 @@ The informed attacker's surrogates are simply other ``source: trigger`` models.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Literal, Mapping
 
@@ -28,6 +29,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from .. import artifacts
+from ..runtime import progress
 from . import SOURCES, Env, ImageSpec, ModelConfig, Normalized, test_accuracy
 from .train import TrainConfig, build, fit
 from .wrappers import Preprocessed
@@ -91,7 +93,7 @@ def train_trigger(cfg: TriggerConfig, x_all: torch.Tensor, y_all: torch.Tensor, 
     the model fixed (eval mode, no augmentation): tau <- tau - alpha sign(sum_B grad CE)."""
     tau = initial_trigger(cfg, spec.shape).to(device)
     learn_epochs = int(cfg.learn_fraction * cfg.epochs) if cfg.trigger == "learnable" else 0
-    log_c = float(torch.log(torch.tensor(float(spec.n_classes))))
+    log_c = math.log(spec.n_classes)
 
     def loss_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         z_neg, z_pos = model(torch.cat([x, x + tau])).split(len(x))
@@ -107,7 +109,7 @@ def train_trigger(cfg: TriggerConfig, x_all: torch.Tensor, y_all: torch.Tensor, 
         model.eval()
         t = tau.clone().requires_grad_(True)
         with torch.enable_grad():
-            for i in range(0, len(x_all), cfg.batch_size):
+            for i in progress(range(0, len(x_all), cfg.batch_size), desc=f"{desc}, trigger step {epoch + 1}"):
                 xb, yb = x_all[i:i + cfg.batch_size].to(device), y_all[i:i + cfg.batch_size].to(device)
                 (g,) = torch.autograd.grad(nn.functional.cross_entropy(model(xb + t), yb), t)
                 g_tmp += g
