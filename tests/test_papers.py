@@ -251,18 +251,31 @@ def test_report_tables_show_three_significant_digits_not_run_and_coloured_verdic
         assert "readable_tables()" in nb.read_text(), nb.name
 
 
-def test_report_kernels_talk_over_ipc_not_racy_tcp_ports(tmp_path) -> None:
-    """Two reports starting at once must not pick the same localhost port (CI saw a kernel die with
-    'Address already in use'): the kernel runs with IPC sockets, leaving nothing in the cwd."""
+def test_two_report_kernels_never_share_a_socket_and_leave_nothing_behind(tmp_path, monkeypatch) -> None:
+    """Two reports starting at once must not bind the same sockets. With TCP, jupyter_client picks
+    "free" ports before the kernel binds them (CI saw 'Address already in use'); with its IPC
+    default, both name them kernel-ipc-1... in the shared cwd (CI saw 'Invalid Signature'). Each
+    report's manager puts its sockets in its own directory: the addresses two managers would bind
+    differ, and a notebook run through one leaves nothing in the cwd or in its directory."""
     import nbformat
     import papermill as pm
 
-    manager = report.ipc_kernel_manager()
-    assert manager().transport == "ipc"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    managers = [report.ipc_kernel_manager(str(tmp_path / d))() for d in ("a", "b")]
+    for m in managers:
+        m.write_connection_file()
+    addresses = [{f"{m.transport}://{m.ip}-{getattr(m, c + '_port')}" for c in ("shell", "iopub", "stdin", "control", "hb")}
+                 for m in managers]
+    for m in managers:
+        m.cleanup_connection_file()
+    assert all(m.transport == "ipc" for m in managers) and len(addresses[0]) == 5
+    assert not addresses[0] & addresses[1], addresses
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("print(6 * 7)")]
     nbformat.write(nb, tmp_path / "in.ipynb")
     pm.execute_notebook(str(tmp_path / "in.ipynb"), str(tmp_path / "out.ipynb"), kernel_name=report.kernel_name(),
-                        progress_bar=False, cwd=str(tmp_path), kernel_manager_class=manager)
+                        progress_bar=False, cwd=str(tmp_path), kernel_manager_class=report.ipc_kernel_manager(str(tmp_path / "a")))
     assert nbformat.read(tmp_path / "out.ipynb", 4).cells[0].outputs[0]["text"] == "42\n"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.ipynb", "out.ipynb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "in.ipynb", "out.ipynb"]
+    assert not list((tmp_path / "a").iterdir())

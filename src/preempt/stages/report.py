@@ -36,12 +36,15 @@ def kernel_name() -> str:
     raise PreemptError("no Jupyter kernel 'preempt' (or 'python3') is installed; run ./setup.sh")
 
 
-def ipc_kernel_manager() -> type:
-    """The notebook kernel's manager, talking over IPC sockets (files named after the kernel's own
-    connection file) instead of localhost TCP ports. jupyter_client picks free TCP ports before
-    the kernel binds them, so two reports starting at once (two local jobs, two test workers) can
-    pick the same port and one kernel dies ("Address already in use"; seen in CI). Imported here:
-    jupyter_client is only needed by the report stage."""
+def ipc_kernel_manager(directory: str) -> type:
+    """The notebook kernel's manager, talking over IPC sockets in ``directory`` (the report's own
+    private temporary directory) instead of localhost TCP ports. jupyter_client picks free TCP
+    ports before the kernel binds them, so two reports starting at once (two local jobs, two test
+    workers) could pick the same port and one kernel died ("Address already in use"; seen in CI).
+    Its IPC default is no better: sockets named ``kernel-ipc-1`` ... in the working directory,
+    numbered by which files exist yet, so two reports of one checkout bound the same sockets and
+    read each other's messages ("Invalid Signature"; seen in CI). A directory of its own per report
+    makes the names unique. Imported here: jupyter_client is only needed by the report stage."""
     from jupyter_client.manager import AsyncKernelManager
     from traitlets import default
 
@@ -49,6 +52,10 @@ def ipc_kernel_manager() -> type:
         @default("transport")
         def _transport_default(self) -> str:
             return "ipc"
+
+        @default("ip")
+        def _ip_default(self) -> str:
+            return os.path.join(directory, "kernel")
 
     return IPCKernelManager
 
@@ -114,10 +121,12 @@ def run(ctx: Context, notebook: str) -> None:
     os.environ.setdefault("MPLBACKEND", "Agg")
     log.info("executing %s with papermill -> %s and %s (figures in %s)", src, out, html, figs)
     try:
-        with atomic_path(out) as tmp_nb, atomic_path(html) as tmp_html:
+        # the kernel's sockets: in the node's temp dir (a Unix socket path has at most ~107 bytes)
+        with atomic_path(out) as tmp_nb, atomic_path(html) as tmp_html, \
+                tempfile.TemporaryDirectory(prefix="preempt-kernel-") as sockets:
             pm.execute_notebook(src, str(tmp_nb), parameters=parameters(ctx, notebook, tmp_figs),
                                 kernel_name=kernel_name(), progress_bar=False, cwd=os.getcwd(),
-                                kernel_manager_class=ipc_kernel_manager())
+                                kernel_manager_class=ipc_kernel_manager(sockets))
             # point the notebook's figure paths at their final place before it is published
             text = tmp_nb.read_text().replace(str(tmp_figs.resolve()), str(figs.resolve()))
             tmp_nb.write_text(shrunk_banner(text) if ctx.declared.shrink is not None else text)
