@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import PreemptError
@@ -81,13 +82,22 @@ def alternatives(value: str) -> list[str]:
     return _aggregate(value)[1].split(ANY_OF)
 
 
+def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """The key columns as strings, once per comparison (not once per published number)."""
+    return {k: frame[k].astype(str).to_numpy() for k in KEYS if k in frame.columns}
+
+
+def _mask(columns: dict[str, np.ndarray], n: int, row: pd.Series, keys: list[str]) -> np.ndarray:
+    mask = np.ones(n, dtype=bool)
+    for k in keys:
+        if row[k] != "" and k in columns:
+            mask &= np.isin(columns[k], alternatives(row[k]))
+    return mask
+
+
 def select(frame: pd.DataFrame, row: pd.Series, keys: list[str]) -> pd.DataFrame:
     """The rows of ``frame`` (cells) with every non-blank key of the published ``row``."""
-    mask = pd.Series(True, index=frame.index)
-    for k in keys:
-        if row[k] != "" and k in frame.columns:
-            mask &= frame[k].astype(str).isin(alternatives(row[k]))
-    return frame[mask]
+    return frame[_mask(_columns(frame), len(frame), row, keys)]
 
 
 def missing(hit: pd.DataFrame, row: pd.Series, keys: list[str]) -> list[str]:
@@ -116,13 +126,16 @@ def compare(metrics: pd.DataFrame, published: pd.DataFrame) -> pd.DataFrame:
     the defense.
     """
     metrics = expand(metrics)
-    rows = []
+    columns, present, rows = _columns(metrics), {m: metrics[m].notna().to_numpy() for m in metrics.columns}, []
     for _, pub in published.iterrows():
         keys = PER_DEFENSE.get(pub["metric"], KEYS)
         if all(pub[k] == "" for k in KEYS) or pub["metric"] not in metrics.columns:
             continue
-        hit = select(metrics, pub, keys).dropna(subset=[pub["metric"]])
-        if hit.empty or missing(hit, pub, keys):
+        mask = _mask(columns, len(metrics), pub, keys) & present[pub["metric"]]  # select(), then dropna
+        if not mask.any():
+            continue
+        hit = metrics[mask]
+        if missing(hit, pub, keys):
             continue
         first = hit.iloc[0]
         many = pub["metric"] in PER_DEFENSE
