@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -50,11 +52,24 @@ def params():
 @pytest.fixture(scope="session")
 def small_run(tmp_path_factory) -> Path:
     """``workspace.small_params`` (tests/workspace.py) run once by ``snakemake --cores 2``: the uninterrupted,
-    unsharded, local reference that the fault, sharding and SLURM tests compare with."""
+    unsharded, local reference that the fault, sharding and SLURM tests compare with (read only;
+    the edit tests copy it). Built once per suite run, not once per xdist worker: the first worker
+    to need it builds it under a file lock in the run's shared temp dir, the others wait and reuse
+    it (a build is about 30 s of both cores)."""
     from workspace import make, run, small_params
 
-    ws = make(tmp_path_factory.mktemp("small"), small_params())
-    run(["snakemake", "--cores", "2"], ws)
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's dir, above popen-gwN
+    ws, done = shared / "small-run", shared / "small-run.done"
+    with open(shared / "small-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if the build fails
+        if not done.exists():
+            if ws.exists():
+                shutil.rmtree(ws)  # a build that failed in another worker
+            ws.mkdir()
+            make(ws, small_params())
+            run(["snakemake", "--cores", "2"], ws)
+            done.touch()
     return ws
 
 

@@ -31,11 +31,17 @@ def job_resources(out: str) -> dict[str, str]:
     return found
 
 
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory) -> dict[str, str]:
+    """The user's slurm profile, installed once for every experiment's dry run (the same file)."""
+    return slurm_profile(tmp_path_factory.mktemp("home-config"), **{"default-resources": {"slurm_partition": "gpu"}})
+
+
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_experiment_dry_runs_on_the_slurm_profile(name: str, tmp_path: Path) -> None:
+def test_experiment_dry_runs_on_the_slurm_profile(name: str, tmp_path: Path, profile: dict[str, str]) -> None:
     raw = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
     ws = make_workspace(tmp_path / "ws", raw, dag=False) if (tmp_path / "ws").mkdir() is None else tmp_path
-    env = slurm_profile(tmp_path / "home-config", **{"default-resources": {"slurm_partition": "gpu"}})
+    env = profile
     out = run(["snakemake", "-n", "--profile", "slurm"], ws, env=env).stdout
     assert "This was a dry-run" in out
     res = job_resources(out)

@@ -44,6 +44,29 @@ def test_robustbench_imports_through_the_documented_alias() -> None:
     assert callable(benchmark)
 
 
+def test_zoo_names_are_robustbenchs_and_cached_per_installation(tmp_path: Path, monkeypatch) -> None:
+    """Validating params.yaml reads the zoo's names from a cache keyed by the installed robustbench
+    (not a 4 s import per Snakemake parse); the names are robustbench's own, every leaderboard, and
+    a corrupted cache is rebuilt, not trusted."""
+    from preempt.models import robustbench as rb
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    names = rb.zoo_names("cifar10", "Linf")
+    (cache,) = (tmp_path / "preempt").glob("robustbench-zoo-*.json")
+    for dataset, threat in (("cifar10", "Linf"), ("cifar10", "L2"), ("cifar100", "Linf"), ("imagenet", "Linf")):
+        assert rb.zoo_names(dataset, threat) == sorted(rb.zoo_entries(dataset, threat)), (dataset, threat)
+    assert "Wong2020Fast" in names and "Debenedetti2022Light_XCiT-L12" in names
+    cache.write_text('{"cifar10/Linf": ["Nobody2099"]}')  # the cache is what validation reads
+    assert rb.zoo_names("cifar10", "Linf") == ["Nobody2099"]
+    cache.write_text("{not json")
+    assert rb.zoo_names("cifar10", "Linf") == names and "Nobody2099" not in cache.read_text()
+    monkeypatch.setattr(rb, "_zoo_fingerprint", lambda: "another-install")  # robustbench upgraded
+    assert rb.zoo_names("cifar10", "Linf") == names
+    assert (tmp_path / "preempt" / "robustbench-zoo-another-install.json").exists()
+    with pytest.raises(ValueError, match="'Wong2020Fasst' is not in RobustBench's cifar10/Linf zoo.*Wong2020Fast"):
+        rb.RobustBenchConfig(name="Wong2020Fasst")
+
+
 @pytest.fixture
 def zoo_dir(tmp_path: Path) -> Path:
     """A model_dir holding randomly initialised weights of a real zoo architecture (Wong2020Fast,

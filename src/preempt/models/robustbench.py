@@ -17,6 +17,10 @@ with ``torch.load``'s default, which is ``weights_only=True`` since torch 2.6 (p
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
 import os
 import pickle
 import time
@@ -44,7 +48,7 @@ class RobustBenchConfig(ModelConfig):
 
     @model_validator(mode="after")
     def _known(self) -> "RobustBenchConfig":
-        zoo = zoo_entries(self.dataset, self.threat_model)
+        zoo = zoo_names(self.dataset, self.threat_model)
         if self.name not in zoo:
             raise ValueError(f"'{self.name}' is not in RobustBench's {self.dataset}/{self.threat_model} zoo; "
                              f"{closest(self.name, list(zoo))}")
@@ -59,6 +63,44 @@ class RobustBenchConfig(ModelConfig):
     def external(self, name: str, fetch: bool) -> str | None:
         files = fetch_weights(name, self) if fetch else check_present(name, self)
         return ", ".join(map(str, files)) or "no weight file needed"
+
+
+def _zoo_fingerprint() -> str | None:
+    """The installed robustbench's version and its model_zoo files (names, sizes, mtimes), found
+    without importing it; None when it is not installed."""
+    spec = importlib.util.find_spec("robustbench")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    files = sorted((Path(spec.submodule_search_locations[0]) / "model_zoo").glob("*.py"))
+    stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return hashlib.sha256(json.dumps([importlib.metadata.version("robustbench"), stats]).encode()).hexdigest()[:16]
+
+
+def zoo_names(dataset: str, threat_model: str) -> list[str]:
+    """The names of a zoo leaderboard, to validate params.yaml. Importing robustbench costs about
+    4 s (timm, torchvision), which every Snakemake parse would pay (two per SLURM job, of hundreds),
+    so the names are cached per installed robustbench (``_zoo_fingerprint``) in
+    ``$XDG_CACHE_HOME/preempt`` (default ``~/.cache``); an unreadable cache is rebuilt, an
+    unwritable one skipped. Building or loading a model still imports robustbench."""
+    key = _zoo_fingerprint()
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "preempt" / f"robustbench-zoo-{key}.json"
+    board = f"{dataset}/{threat_model}"
+    if key is not None:
+        try:
+            return list(json.loads(cache.read_text())[board])
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    import_robustbench()
+    from robustbench.model_zoo import model_dicts
+
+    boards = {f"{d.value}/{t.value}": sorted(per) for d, per_threat in model_dicts.items() for t, per in per_threat.items()}
+    if key is not None:
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            artifacts.write_text(cache, json.dumps(boards, indent=1) + "\n")
+        except OSError:
+            pass
+    return boards.get(board, [])
 
 
 def zoo_entries(dataset: str, threat_model: str) -> dict[str, Any]:
