@@ -41,8 +41,7 @@ def profile(tmp_path_factory) -> dict[str, str]:
 def test_experiment_dry_runs_on_the_slurm_profile(name: str, tmp_path: Path, profile: dict[str, str]) -> None:
     raw = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
     ws = make_workspace(tmp_path / "ws", raw, dag=False) if (tmp_path / "ws").mkdir() is None else tmp_path
-    env = profile
-    out = run(["snakemake", "-n", "--profile", "slurm"], ws, env=env).stdout
+    out = run(["snakemake", "-n", "--profile", "slurm"], ws, env=profile).stdout
     assert "This was a dry-run" in out
     res = job_resources(out)
     attack = next(v for k, v in res.items() if k.startswith("attack__"))
@@ -55,7 +54,7 @@ def test_experiment_dry_runs_on_the_slurm_profile(name: str, tmp_path: Path, pro
     assert cells == len(config.load(ws / "params.yaml").grid.cells())
     if name == "jatp-cifar10":  # a CPU-only cluster drops every GPU request (the same code for any
         # experiment: checked on a 26-job one, a second dry run of cifar10's 787 jobs costs 15 s)
-        cpu = run(["snakemake", "-n", "--profile", "slurm", "--config", "gpus=0"], ws, env=env).stdout
+        cpu = run(["snakemake", "-n", "--profile", "slurm", "--config", "gpus=0"], ws, env=profile).stdout
         assert "gpu=" not in cpu and "This was a dry-run" in cpu
 
 
