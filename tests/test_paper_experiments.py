@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -30,21 +29,6 @@ pytestmark = pytest.mark.pipeline
 CIFAR = ROOT.parent / "shared" / "data" / "cifar10"  # the offline copy (read in place, never copied)
 
 
-def imagenet_folder(root: Path, n: int) -> Path:
-    """The first ``n`` images of RobustBench's ImageNet list as random JPEGs, at their real paths
-    (root/<wnid>/ILSVRC2012_val_*.JPEG), non-square so that the resize-and-crop runs for real."""
-    from PIL import Image
-
-    from preempt.data.imagenet import subset
-
-    rng = np.random.default_rng(0)
-    for rel in subset()[:n]:
-        f = root / rel
-        f.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(f, "JPEG")
-    return root
-
-
 def shrunk(name: str, tmp: Path) -> dict:
     raw = yaml.safe_load((ROOT / "config" / f"{name}.yaml").read_text())
     raw["shrink"] = {}  # the documented defaults: 4 images, 1 step, 2 samples, stand-ins
@@ -53,7 +37,7 @@ def shrunk(name: str, tmp: Path) -> dict:
             pytest.skip(f"the offline CIFAR-10 copy {CIFAR} is absent")
         raw["dataset"].update(source="npz", root=str(CIFAR))
     else:
-        raw["dataset"]["root"] = str(imagenet_folder(tmp / "imagenet-val", raw["shrink"].get("images", 4)))
+        raw["dataset"]["root"] = str(workspace.imagenet_folder(tmp / "imagenet-val", raw["shrink"].get("images", 4)))
     return raw
 
 

@@ -78,3 +78,42 @@ def test_a_stand_in_is_seeded_by_its_zoo_name_for_any_image_size() -> None:
     other = build(StandInConfig(name="ResNet-50"), spec)
     assert torch.equal(torch.get_rng_state(), state)  # the stage's own RNG stream is untouched
     assert one(x).shape == (2, 1000) and torch.equal(one(x), again(x)) and not torch.equal(one(x), other(x))
+
+
+def test_stand_in_zoo_keeps_each_zoo_architecture_and_can_run_on_cuda() -> None:
+    """``stand_in: zoo`` (the full-width smoke run of benchmarks/paper_scale_gpu.py): every zoo
+    entry becomes its own architecture with random weights, on the section's device."""
+    written = config.load(ROOT / "config" / "cifar10.yaml")
+    p = config.effective(with_shrink("cifar10", stand_in="zoo", device="cuda"))
+    assert p.runtime.device == "cuda" and p.runtime.num_threads == written.runtime.num_threads
+    for name, m in written.models.items():
+        if m.source == "robustbench":
+            s = p.models[name]
+            assert (s.source, getattr(s, "arch"), getattr(s, "dataset"), getattr(s, "threat_model")) == \
+                ("standin", "zoo", m.dataset, m.threat_model)
+        if m.source == "jatp":  # the zoo target's own layer, as written (not the small stand-in's)
+            assert getattr(p.models[name], "feature_layer") == getattr(m, "feature_layer")
+
+
+def test_a_zoo_stand_in_is_the_zoo_network_with_seeded_weights_and_a_receipt(tmp_path) -> None:
+    from preempt import artifacts
+    from preempt.models import Env
+    from preempt.models.robustbench import architecture
+    from preempt.models.standin import StandInSource
+
+    cfg = StandInConfig(name="Wong2020Fast", arch="zoo")  # a PreActResNet-18, cheap on a CPU
+    spec = ImageSpec((3, 32, 32), 10, (0.5, 0.5, 0.5), (0.2, 0.2, 0.2))
+    x = torch.rand(4, 3, 32, 32)
+    env = Env(spec=spec, device=torch.device("cpu"), configs={}, data=lambda split: (x, torch.zeros(4, dtype=torch.long)),
+              model=lambda n: None, stored=lambda n: None)
+    state = torch.get_rng_state()
+    out = str(tmp_path / "model.pt")
+    StandInSource().materialize("backbone", cfg, env, out)
+    tensors, meta = artifacts.load(out)
+    assert tensors == {} and meta["arch"] == "zoo"  # a receipt: no 45 MB (or 1.4 GB) copy of random weights
+    one, again = StandInSource().load("backbone", cfg, env, out), StandInSource().load("backbone", cfg, env, out)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert type(one) is type(architecture("cifar10", "Linf", "Wong2020Fast"))
+    assert meta["n_params"] == sum(t.numel() for t in one.parameters()) > 10_000_000
+    with torch.inference_mode():
+        assert one(x).shape == (4, 10) and torch.equal(one(x), again(x))

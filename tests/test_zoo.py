@@ -213,37 +213,14 @@ def _zoo_of_experiments() -> list[tuple[str, str, str]]:
     return sorted(out)
 
 
-def _architecture(entry: dict) -> torch.nn.Module:
-    """The zoo entry's network with random weights: its own factory, or, where that factory
-    downloads weights (``pretrained=True``), the same architecture without them."""
-    import functools
-    import inspect
-    import re
-
-    import timm
-    import torchvision
-
-    f = entry["model"]
-    if isinstance(f, functools.partial) and f.func is timm.create_model:  # compat.fix_xcit_names
-        return timm.create_model(f.args[0], pretrained=False)
-    src = inspect.getsource(f)
-    if "pretrained=True" not in src:
-        return f()
-    if "resnet50(pretrained=True)" in src:
-        return torchvision.models.resnet50(weights=None)
-    name = re.search(r"create_model\(\s*'([^']+)'", src)
-    assert name is not None, f"a zoo factory that downloads in a way this test does not know:\n{src}"
-    return timm.create_model(name.group(1), pretrained=False)
-
-
 @pytest.mark.pipeline  # slow: the paper-scale networks (WRN-94-16, Swin-L, ...) are built on the CPU
 @pytest.mark.parametrize("dataset,threat,name", _zoo_of_experiments())
 def test_every_zoo_model_an_experiment_names_builds_and_runs(dataset, threat, name) -> None:
-    from preempt.models.robustbench import zoo_entries
+    from preempt.models.robustbench import architecture
 
     side, classes = {"cifar10": (32, 10), "cifar100": (32, 100), "imagenet": (224, 1000)}[dataset]
     torch.manual_seed(0)
-    net = _architecture(zoo_entries(dataset, threat)[name]).eval()
+    net = architecture(dataset, threat, name).eval()  # what shrink's stand_in: zoo runs
     with torch.inference_mode():
         out = net(torch.rand(1, 3, side, side))
     assert out.shape == (1, classes) and torch.isfinite(out).all()

@@ -12,7 +12,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from PIL import Image
+
+from preempt.data.imagenet import subset
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = ["sec_per_image", "attack_sec_per_image"]  # the metrics columns that differ between identical runs
@@ -135,3 +139,14 @@ def small_params(root: Path = ROOT) -> dict[str, Any]:
     raw["models"] = {k: raw["models"][k] for k in ("classifier", "backbone", "victim_mlp_at")}
     raw["report"]["notebooks"] = ["results"]  # the edit, fault and SLURM tests need one report
     return raw
+
+
+def imagenet_folder(root: Path, n: int) -> Path:
+    """The first ``n`` images of RobustBench's ImageNet list as random JPEGs, at their real paths
+    (root/<wnid>/ILSVRC2012_val_*.JPEG), non-square so that the resize-and-crop runs for real."""
+    rng = np.random.default_rng(0)
+    for rel in subset()[:n]:
+        f = root / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (300, 260, 3), dtype=np.uint8)).save(f, "JPEG")
+    return root

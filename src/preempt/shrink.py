@@ -16,8 +16,11 @@ see a shrunk copy of it:
   too slow on a CPU (measured: one forward and backward pass of 4 CIFAR images through a
   random-weight WRN-94-16 takes 5.1 to 5.5 s on 2 threads, and 85 cells of config/cifar10.yaml
   attack it: hours). That every zoo architecture builds and runs is pinned
-  separately (tests/test_zoo.py); this switch checks the pipeline around them;
-- the CPU, one thread.
+  separately (tests/test_zoo.py); this switch checks the pipeline around them. ``stand_in: zoo``
+  puts the zoo entry's own architecture there instead, with random weights (``source: standin,
+  arch: zoo``): the paper-scale compute without the weights, for a GPU machine without internet
+  (``benchmarks/paper_scale_gpu.py``); ``stand_in: false`` keeps the zoo models themselves;
+- ``device`` (the CPU, one thread; or ``cuda``, the file's own threads).
 
 Its numbers mean nothing; the reports say "shrunk run" on top. It exists so that the test suite
 runs the paper experiments end to end (tests/test_paper_experiments.py), and so that a user can
@@ -28,7 +31,7 @@ experiment file*). The section is a stage param of every computing stage: adding
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -50,7 +53,10 @@ class ShrinkConfig(MethodConfig):
     train_images: int = Field(64, ge=1, description="training images (dataset.n_train, JATP's train_images)")
     steps: int = Field(1, ge=1, description="cap on every iteration count")
     samples: int = Field(2, ge=1, description="cap on every sample count")
-    stand_in: bool = Field(True, description="RobustBench models -> small random-weight networks (source: standin)")
+    stand_in: Literal[True, False, "zoo"] = Field(
+        True, description="RobustBench models -> small random-weight networks (true), their own "
+                          "architectures with random weights (zoo), or kept (false; weights needed)")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="cpu: one thread; cuda: the file's own threads")
 
 
 def _cap(node: Any, cfg: ShrinkConfig) -> Any:
@@ -75,10 +81,13 @@ def shrunk_raw(raw: dict[str, Any], cfg: ShrinkConfig) -> dict[str, Any]:
     ds["n_train"] = min(int(ds.get("n_train") or cfg.train_images), cfg.train_images)
     models = {}
     for name, m in raw["models"].items():
-        if cfg.stand_in and m.get("source") == "robustbench":
+        if cfg.stand_in == "zoo" and m.get("source") == "robustbench":
+            m = {"source": "standin", "name": m["name"], "arch": "zoo", "dataset": m.get("dataset", "cifar10"),
+                 "threat_model": m.get("threat_model", "Linf")}
+        elif cfg.stand_in is True and m.get("source") == "robustbench":
             m = {"source": "standin", "name": m["name"]}
         if m.get("source") == "jatp":
-            if cfg.stand_in and raw["models"].get(m.get("target"), {}).get("source") == "robustbench":
+            if cfg.stand_in is True and raw["models"].get(m.get("target"), {}).get("source") == "robustbench":
                 m["feature_layer"] = FEATURE_LAYER  # the zoo target's layer is the stand-in's features
             m["train_images"] = min(int(m.get("train_images") or cfg.train_images), cfg.train_images)
         models[name] = _cap(m, cfg)
@@ -97,5 +106,6 @@ def shrunk_raw(raw: dict[str, Any], cfg: ShrinkConfig) -> dict[str, Any]:
     raw["metrics"] = {**metrics, "grad_sim_images": min(int(metrics.get("grad_sim_images", 100)), cfg.images)}
     report = raw.get("report") or {}
     raw["report"] = {**report, "n_examples": min(int(report.get("n_examples", 8)), cfg.images)}
-    raw["runtime"] = {**(raw.get("runtime") or {}), "device": "cpu", "num_threads": 1}
+    cpu = {"num_threads": 1} if cfg.device == "cpu" else {}
+    raw["runtime"] = {**(raw.get("runtime") or {}), "device": cfg.device, **cpu}
     return raw

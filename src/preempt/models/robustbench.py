@@ -17,12 +17,15 @@ with ``torch.load``'s default, which is ``weights_only=True`` since torch 2.6 (p
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
+import inspect
 import json
 import os
 import pickle
+import re
 import time
 from pathlib import Path
 from typing import Any, Literal, Mapping
@@ -109,6 +112,31 @@ def zoo_entries(dataset: str, threat_model: str) -> dict[str, Any]:
     from robustbench.model_zoo.enums import BenchmarkDataset, ThreatModel
 
     return model_dicts[BenchmarkDataset(dataset)][ThreatModel(threat_model)]
+
+
+def architecture(dataset: str, threat_model: str, name: str) -> nn.Module:
+    """The zoo entry's network with its initial (random) weights, built offline: its own factory,
+    or, where that factory downloads weights in its constructor (``pretrained=True``: timm models,
+    torchvision's ResNet-50), the same architecture without them. Same input interface as
+    ``robustbench.load_model``'s model ([0, 1] images; normalisation, where the entry has one,
+    inside). For smoke runs at full width (``shrink: {stand_in: zoo}``) and the zoo test."""
+    import timm  # imported here, like torchvision: 4 s that model-config validation must not pay
+
+    factory = zoo_entries(dataset, threat_model)[name]["model"]
+    if isinstance(factory, functools.partial) and factory.func is timm.create_model:  # compat.fix_xcit_names
+        return timm.create_model(factory.args[0], pretrained=False)
+    src = inspect.getsource(factory)
+    if "pretrained=True" not in src:
+        return factory()
+    if "resnet50(pretrained=True)" in src:
+        from torchvision.models import resnet50  # imported here: see weight_files
+
+        return resnet50(weights=None)
+    timm_name = re.search(r"create_model\(\s*'([^']+)'", src)
+    if timm_name is None:
+        raise PreemptError(f"RobustBench's '{name}' downloads weights in its constructor in a way preempt "
+                           "cannot build without them; use shrink.stand_in: true (small stand-ins)")
+    return timm.create_model(timm_name.group(1), pretrained=False)
 
 
 def _timm_name(cfg: RobustBenchConfig) -> str:
