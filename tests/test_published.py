@@ -13,7 +13,7 @@ from preempt.errors import ConfigError
 
 def cells(**over) -> pd.DataFrame:
     base = {"dataset": "cifar10", "defense": "none", "victim": "v1", "attack": "aa", "reversion": "none",
-            "clean_acc": 90.0, "robust_acc": 70.0, "sec_per_image": 0.0, "defense_ref": "none",
+            "clean_acc": 90.0, "robust_acc": 70.0, "sec_per_image": 0.0, "defense_ref": "none", "backbone_ref": "none",
             "victim_ref": "Wong2020Fast", "attack_ref": "autoattack/standard/Linf/0.0314"}
     return pd.DataFrame([{**base, **over}])
 
@@ -31,20 +31,43 @@ def test_published_numbers_are_matched_on_what_ran_and_differenced() -> None:
     assert set(out["table"]) == {"leaderboard"} and set(out["paper"]) == {"robustbench"}
 
 
-def test_seconds_per_image_match_on_the_defense_alone() -> None:
+R18, WRN94 = "Gowal2021Improving_R18_ddpm_100m", "Bartoldson2024Adversarial_WRN-94-16"
+
+
+def test_seconds_per_image_match_on_the_defense_and_its_backbone() -> None:
+    """MSPD's 0.02 s/image is on its PreActResNet-18: the mean over that defense's cells only, not
+    over the same schedule on a WRN-94-16 backbone (Table XI's cells, 10x slower)."""
     published = claims.load_published(ROOT / paths.PUBLISHED_CSV)
     ref = "mcgs/F1B1/N20/eta1/eps0.0314"
-    m = pd.concat([cells(defense="mspd", defense_ref=ref, sec_per_image=0.03),
-                   cells(defense="mspd", defense_ref=ref, sec_per_image=0.05, victim="v2")])
+    m = pd.concat([cells(defense="mspd", defense_ref=ref, backbone_ref=R18, sec_per_image=0.03),
+                   cells(defense="mspd_bb_wrn94", defense_ref=ref, backbone_ref=WRN94, sec_per_image=0.5),
+                   cells(defense="mspd", defense_ref=ref, backbone_ref=R18, sec_per_image=0.05, victim="v2")])
     out = claims.compare(m, published[published["table"] == "abstract"])
     row = out[out["metric"] == "sec_per_image"].iloc[0]
-    assert row["reproduced"] == pytest.approx(0.04) and row["published"] == 0.02
+    assert row["reproduced"] == pytest.approx(0.04) and row["published"] == 0.02 and row["defense"] == "mspd"
+
+
+def test_a_backbone_choice_is_matched_by_its_own_cell_whatever_the_order() -> None:
+    """MSPD's Table XI: one defense, four backbones; every row finds its backbone's cell, also
+    when another backbone's cell comes first (a defense_ref alone would take the first)."""
+    published = claims.load_published(ROOT / paths.PUBLISHED_CSV)
+    xi = published[(published["table"] == "Table XI") & (published["metric"] == "robust_acc")]
+    ref, victim = "mcgs/F1B1/N20/eta1/eps0.0314", "Debenedetti2022Light_XCiT-L12"
+    m = pd.concat([cells(defense=d, defense_ref=ref, backbone_ref=b, victim_ref=victim, attack="pgd",
+                         attack_ref="pgd-ce/Linf/0.0314/20", robust_acc=acc)
+                   for d, b, acc in [("mspd_bb_wrn94", WRN94, 77.0), ("mspd_bb_standard", "Standard", 61.0),
+                                     ("mspd", R18, 78.0)]])
+    out = claims.compare(m, xi).set_index("row")
+    assert out.loc["PreActResNet-18 (Ours)", "defense"] == "mspd" and out.loc["PreActResNet-18 (Ours)", "reproduced"] == 78.0
+    assert out.loc["WideResNet-94-16", "defense"] == "mspd_bb_wrn94"
+    assert out.loc["WideResNet-28-10 (Nonrobust)", "reproduced"] == 61.0
+    assert "WideResNet-28-10" not in out.index  # the paper does not name its robust WRN-28-10: not keyed
 
 
 def test_a_published_mean_or_min_over_cells_is_reproduced_only_over_all_of_them() -> None:
     """Trigger Activation's R_T^{S,A}: one number over several targets (a key ``a|b``)."""
     pub = pd.DataFrame([{"paper": "trigger", "table": "Table I", "row": "PGD", "column": "w/o", "dataset": "cifar10",
-                         "defense_ref": "none", "victim_ref": "train/a/standard|train/b/standard", "attack_ref": "",
+                         "defense_ref": "none", "backbone_ref": "", "victim_ref": "train/a/standard|train/b/standard", "attack_ref": "",
                          "reversion": "none", "metric": "robust_acc", "value": 11.0, "source": ""}])
     m = pd.concat([cells(victim="va", victim_ref="train/a/standard", robust_acc=10.0),
                    cells(victim="va", victim_ref="train/a/standard", attack="pgd", robust_acc=99.0),  # first cell counts
@@ -62,7 +85,7 @@ def test_a_published_mean_or_min_over_cells_is_reproduced_only_over_all_of_them(
 def test_a_published_number_aggregates_over_one_key_only(tmp_path) -> None:
     """A mean over victims of a min over attacks has no single reading: one clear error."""
     text = (ROOT / paths.PUBLISHED_CSV).read_text()
-    line = "trigger,Table I,PGD,w/o,cifar10,none,train/a/standard|train/b/standard,min:pgd|ifgsm,none,robust_acc,1.0,x\n"
+    line = "trigger,Table I,PGD,w/o,cifar10,none,,train/a/standard|train/b/standard,min:pgd|ifgsm,none,robust_acc,1.0,x\n"
     (tmp_path / "p.csv").write_text(text + line)
     with pytest.raises(Exception, match=r"p.csv: line \d+ aggregates over victim_ref and attack_ref"):
         claims.load_published(tmp_path / "p.csv")

@@ -6,6 +6,9 @@ what was run instead, so the match does not depend on naming. Each config descri
 
 - ``defense_ref``: ``none``, ``mcgs/<schedule>/N<n>/eta<eta>/eps<eps>[/labels-..][+mislabel..]``,
   ``bilevel/<norm>/eps<eps>/iter<MAXITER>/T<T>``;
+- ``backbone_ref``: the ref of the model the defense computes its edit on (its ``backbone`` role;
+  ``none`` for a defense without one), which ``defense_ref`` leaves out: MSPD's backbone choice
+  (Table XI) and Moon et al.'s preemptively robust backbone are otherwise the same defense;
 - ``victim_ref``: the RobustBench zoo name, a checkpoint's file name, ``train/<arch>/<recipe>``,
   or a wrapper around one (``jpeg:<quality>(...)``, ``jatp(...)``, ``smoothed[sigma](...)``);
 - ``attack_ref``: e.g. ``autoattack/standard/Linf/0.0314``, ``pgd-ce/Linf/0.0314/20``.
@@ -30,7 +33,7 @@ import pandas as pd
 
 from .errors import PreemptError
 
-KEYS = ["dataset", "defense_ref", "victim_ref", "attack_ref", "reversion"]
+KEYS = ["dataset", "defense_ref", "backbone_ref", "victim_ref", "attack_ref", "reversion"]
 PLACE = ["paper", "table", "row", "column"]
 COLUMNS = [*PLACE, "dataset", "defense", "reversion", "victim", "attack", "metric", "reproduced", "published",
            "difference", "source"]
@@ -38,7 +41,7 @@ ANY_OF = "|"  # separates a key's alternatives (no ref contains it)
 AGGREGATES = ("min", "max")  # ``min:a|b``; plain ``a|b`` is a mean
 NAME_OF = {"defense": "defense_ref", "reversion": "reversion", "victim": "victim_ref", "attack": "attack_ref"}
 # metrics compared per defense (mean over the experiment's cells), not per cell
-PER_DEFENSE = {"sec_per_image": ["dataset", "defense_ref"]}
+PER_DEFENSE = {"sec_per_image": ["dataset", "defense_ref", "backbone_ref"]}
 
 
 def load_published(path: str | Path) -> pd.DataFrame:

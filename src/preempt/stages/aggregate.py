@@ -5,8 +5,8 @@ and their per-image outcomes into ``results/outcomes.csv.gz`` (one row per cell 
 then check the papers' claims on them (``results/claims.csv``, with intervals) and summarise for
 DVC (``results/claims.json``, ``results/summary.json``: ``dvc metrics diff`` compares experiments).
 
-Besides the experiment's names, each row says what ran (``defense_ref``, ``victim_ref``,
-``attack_ref``; see ``preempt.published``), the key that published numbers are matched on,
+Besides the experiment's names, each row says what ran (``defense_ref``, ``backbone_ref``: the
+model the defense computes its edit on, ``victim_ref``, ``attack_ref``; see ``preempt.published``), the key that published numbers are matched on,
 whether the victim is adversarially trained (``victim_at``), and which paper exhibits its grid
 blocks reproduce (``reproduces``, see ``preempt.papers``).
 """
@@ -21,6 +21,7 @@ import pandas as pd
 
 from .. import artifacts, claims, paths
 from ..config import Params
+from ..defenses import roles
 from ..runtime import log
 from . import Context
 from .attack import OUTCOMES
@@ -32,8 +33,10 @@ COLUMNS = ["dataset", "defense", "victim", "attack", "reversion", "n", "clean_ac
 
 def describe(p: Params, defense: str, victim: str, attack: str) -> dict[str, str | bool | None]:
     """What a cell ran, by each config's own description (the keys published numbers use)."""
-    acfg = p.attacks[attack]
-    return {"defense_ref": p.defenses[defense].ref(), "victim_ref": p.models[victim].ref(p.models),
+    acfg, dcfg = p.attacks[attack], p.defenses[defense]
+    backbone = roles(dcfg).get("backbone")  # a defense's ref leaves out its models (MSPD's Table XI varies it)
+    return {"defense_ref": dcfg.ref(), "backbone_ref": p.models[backbone].ref(p.models) if backbone else "none",
+            "victim_ref": p.models[victim].ref(p.models),
             "attack_ref": acfg.ref([p.models[s].ref(p.models) for s in acfg.surrogates]),
             "victim_at": p.models[victim].adversarial(p.models)}
 
