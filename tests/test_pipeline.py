@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 import workspace
+from preempt import config
 from workspace import TIMING, jobs_planned, run, tiny_params
 
 pytestmark = pytest.mark.pipeline
@@ -55,6 +56,11 @@ def test_snakemake_produces_metrics_and_reports(snake: Path) -> None:
     assert (none[none.reversion == "none"]["linf"] == 0).all()
     mcgs = df[(df.defense == "mcgs") & (df.reversion == "none")]
     assert (mcgs["linf"] <= 0.1 + 1e-6).all() and (mcgs["linf"] > 0).all()
+    # what each defense computed on: MCGS's backbone (its ref and size), nothing for no defense
+    models = config.load(snake / "params.yaml").models
+    assert set(df.loc[df.defense == "mcgs", "backbone_ref"]) == {models["backbone"].ref(models)} and set(none["backbone_ref"]) == {"none"}
+    assert none["backbone_params_M"].isna().all() and mcgs["backbone_params_M"].nunique() == 1
+    assert 0.01 < mcgs["backbone_params_M"].iloc[0] < 100
     assert (df["adv_linf"] <= 0.1 + 1e-5).all()  # attack budgets measured from the attacker's input
     nb = json.loads((snake / "reports" / "results.ipynb").read_text())
     outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]

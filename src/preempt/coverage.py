@@ -30,6 +30,7 @@ from .stages.aggregate import describe
 ALWAYS = {"clean_acc", "orig_acc", "re_acc", "ssim", "lpips", "linf", "l2", "sec_per_image", "reversion_recovery", "ce"}
 ATTACKED = {"robust_acc", "robust_acc_ball", "adv_linf", "attack_sec_per_image", "ce_robust", "ce_fooled"}
 DEFENDED = {"grad_sim"}
+ON_BACKBONE = {"backbone_params_M"}  # a defense with a backbone (stages/defend.py counts it)
 
 
 def planned_cells(p: Params) -> pd.DataFrame:
@@ -50,11 +51,13 @@ def produces(cell: pd.Series, metric: str) -> bool:
         return cell["attack_ref"] != "none"
     if metric in DEFENDED:
         return cell["defense_ref"] != "none"
+    if metric in ON_BACKBONE:
+        return cell["backbone_ref"] != "none"
     return metric in ALWAYS
 
 
 def known(metric: str) -> bool:
-    return metric.startswith("cert_acc") or metric in ALWAYS | ATTACKED | DEFENDED
+    return metric.startswith("cert_acc") or metric in ALWAYS | ATTACKED | DEFENDED | ON_BACKBONE
 
 
 def classify(row: pd.Series, cells: pd.DataFrame) -> tuple[str, str]:

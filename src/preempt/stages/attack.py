@@ -123,6 +123,7 @@ def score(ctx: Context, cell: Cell, x_in: torch.Tensor, y: torch.Tensor, x0: tor
         "lpips": lp, "lpips_note": lp_note,
         "adv_linf": max(float((a - x_in).flatten(1).abs().amax(1).max()) if n else 0.0 for a in advs.values()),
         "sec_per_image": meta["defense_sec_per_image"],
+        "backbone_params_M": None if meta.get("defense_backbone_params") is None else meta["defense_backbone_params"] / 1e6,
         "attack_sec_per_image": seconds / max(n, 1),
         **diagnostics(ctx, cell, x_in, y, x0, model, next(iter(correct.values())), clean_acc, outcomes),
     }

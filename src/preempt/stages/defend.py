@@ -34,6 +34,11 @@ def record(ctx: Context, name: str, seconds: float, n: int, **extra: Any) -> dic
                       sec_per_image=seconds / max(n, 1), **extra)
 
 
+def backbone_params(models: Mapping[str, nn.Module]) -> int | None:
+    """Parameters of the model the defense computes on (MSPD's Table XI compares backbones by size)."""
+    return sum(t.numel() for t in models["backbone"].parameters()) if "backbone" in models else None
+
+
 def compute(cfg: defenses.DefenseConfig, x: torch.Tensor, y: torch.Tensor, models: Mapping[str, nn.Module], *,
             lo: int, batch_size: int, device: torch.device, shift: torch.Tensor | None = None,
             desc: str = "defend", passes: DeviceBatch | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -99,6 +104,7 @@ def run(ctx: Context, name: str, shard: Shard | None = None) -> None:
     seconds = time.perf_counter() - t0
     out = paths.re_shard_path(name, shard) if shard else paths.re_path(name)
     artifacts.save(out, {"x": x_r, "y": y, **diag}, record(ctx, name, seconds, len(x), shard=list(shard) if shard else None,
-                                                    range=[lo, hi], mislabeled=None if shift is None else int((shift != 0).sum())))
+                                                    range=[lo, hi], mislabeled=None if shift is None else int((shift != 0).sum()),
+                                                    backbone_params=backbone_params(models)))
     log.info("defense %s: %.4f s/image, max |x_r - x| = %.4f -> %s", name, seconds / max(len(x), 1),
              float((x_r - x).abs().max()) if len(x) else 0.0, out)

@@ -43,8 +43,9 @@ def run(ctx: Context, kind: str, *args: str) -> None:
         n = len(data["x"])
         parts, seconds = _load_shards([paths.re_shard_path(defense, (i, k)) for i in range(1, k + 1)], n)
         joined = {key: torch.cat([part[key] for part in parts]) for key in parts[0] if key != "y"}  # x, traces
+        first = artifacts.load_meta(paths.re_shard_path(defense, (1, k)))
         artifacts.save(paths.re_path(defense), {**joined, "y": data["y"]},
-                       defend_stage.record(ctx, defense, seconds, n, shards=k))
+                       defend_stage.record(ctx, defense, seconds, n, shards=k, backbone_params=first.get("backbone_params")))
         log.info("gathered %d shards of defense %s -> %s", k, defense, paths.re_path(defense))
     elif kind == "adv" and len(args) == 4:
         defense, reversion, victim, attack = args

@@ -66,6 +66,6 @@ def run(ctx: Context, defense: str, reversion: str) -> None:
     d = (x_t - x0).flatten(1)
     artifacts.save(out, {"x": x_t, "y": y, "dist_l2": d.norm(dim=1), "dist_linf": d.abs().amax(1)}, provenance(
         ctx, "revert", [dcfg, rcfg], seconds, defense=defense, reversion=reversion, method=rcfg.method, seed=seed,
-        defense_sec_per_image=meta["sec_per_image"]))
+        defense_sec_per_image=meta["sec_per_image"], defense_backbone_params=meta.get("backbone_params")))
     log.info("reversion %s/%s: mean |x~ - x_r|_inf = %.4f -> %s", defense, reversion,
              float((x_t - x_r).flatten(1).abs().amax(1).mean()), out)
