@@ -117,9 +117,10 @@ def zoo_entries(dataset: str, threat_model: str) -> dict[str, Any]:
 def architecture(dataset: str, threat_model: str, name: str) -> nn.Module:
     """The zoo entry's network with its initial (random) weights, built offline: its own factory,
     or, where that factory downloads weights in its constructor (``pretrained=True``: timm models,
-    torchvision's ResNet-50), the same architecture without them. Same input interface as
-    ``robustbench.load_model``'s model ([0, 1] images; normalisation, where the entry has one,
-    inside). For smoke runs at full width (``shrink: {stand_in: zoo}``) and the zoo test."""
+    torchvision's ResNet-50), the same architecture without them (and without the normalising
+    wrapper such a factory may add: a random-weight network's compute, not its accuracy, is the
+    point). Takes [0, 1] images like ``robustbench.load_model``'s model. For smoke runs at full
+    width (``shrink: {stand_in: zoo}``) and the zoo test."""
     import timm  # imported here, like torchvision: 4 s that model-config validation must not pay
 
     factory = zoo_entries(dataset, threat_model)[name]["model"]
