@@ -128,3 +128,17 @@ def test_summary_counts_each_verdict() -> None:
     out = claims.check([RAISES, other], data(table()), FAST)
     assert claims.summary(out) == {"holds": 1, "fails": 0, "inconclusive": 0, "not_comparable": 0, "not_measured": 1}
     assert [claims.code(v) for v in out["verdict"]] == [1, None]
+
+
+def test_the_papers_claims_leave_the_backbone_ablations_out() -> None:
+    """A defense's ref does not name its backbone: MSPD with the target itself as backbone (Table
+    XII's white row) must not lift "MSPD raises robust accuracy" on that target."""
+    claim = next(c for c in claims.load(ROOT / paths.CLAIMS_FILE) if c.id == "mspd_raises_robust_acc")
+    df = table(80.0, 60.0).assign(backbone_ref="none")
+    df.loc[df["defense"] != "none", "backbone_ref"] = "Gowal2021Improving_R18_ddpm_100m"
+    oracle = df[df["defense"] == "mspd"].assign(defense="mspd_oracle", robust_acc=100.0,
+                                                backbone_ref="Bartoldson2024Adversarial_WRN-94-16")
+    out = claims.evaluate(claim, data(pd.concat([df, oracle], ignore_index=True)), FAST)
+    assert out["difference"] == pytest.approx(20.0) and out["groups"] == 2  # 80 - 60, not (80 + 100) / 2 - 60
+    no_key = claims.evaluate(claim, data(pd.concat([df, oracle], ignore_index=True).drop(columns="backbone_ref")), FAST)
+    assert no_key["verdict"] == claims.NOT_MEASURED  # an older metrics.csv without the key: not silently pooled

@@ -122,6 +122,10 @@ def test_sweep_layout_and_figures_are_written_beside_their_data(tmp_path) -> Non
     res = papers.Results(metrics=pd.DataFrame(rows), figures_dir=tmp_path / "figs")
     t = papers.by_defense(res, papers.PAPERS["mspd"].exhibit("table13")).table
     assert list(t.columns) == ["what ran", "clean", "aa", "sec/image"] and t.loc["fp", "aa"] == 86.0
+    backbones = res.metrics.assign(backbone_ref=["none", "Gowal2021Improving_R18_ddpm_100m", "Standard"])
+    t = papers.by_defense(papers.Results(metrics=backbones, figures_dir=tmp_path / "figs"),
+                          papers.PAPERS["mspd"].exhibit("table13")).table  # Table XI's rows differ only there
+    assert list(t.columns[:2]) == ["what ran", "backbone"] and t.loc["fp", "backbone"] == "Standard"
     shown = fast_preemption.fig6(res, papers.PAPERS["fast_preemption"].exhibit("fig6"))
     assert shown.figure.is_file() and shown.figure.with_suffix(".pdf").is_file()
     data = pd.read_csv(shown.csv)

@@ -14,7 +14,7 @@ see a shrunk copy of it:
 - each RobustBench model replaced by a small random-weight network of the same interface
   (``source: standin``, seeded by the zoo name), because the zoo's paper-scale architectures are
   too slow on a CPU (measured: one forward and backward pass of 4 CIFAR images through a
-  random-weight WRN-94-16 takes 5.1 to 5.5 s on 2 threads, and 85 cells of config/cifar10.yaml
+  random-weight WRN-94-16 takes 5.1 to 5.5 s on 2 threads, and 98 cells of config/cifar10.yaml
   attack it: hours). That every zoo architecture builds and runs is pinned
   separately (tests/test_zoo.py); this switch checks the pipeline around them. ``stand_in: zoo``
   puts the zoo entry's own architecture there instead, with random weights (``source: standin,

@@ -267,15 +267,17 @@ def image_grid(columns: list[tuple[str, Any, str]], n: int) -> Any:
 
 
 def by_defense(res: Results, e: Exhibit, *, seconds: bool = True, extra: tuple[str, ...] = ()) -> Shown | None:
-    """The sweep tables' layout: one row per defense (what ran: its schedule, N, eta, eps), then
-    seconds per image, clean accuracy and robust accuracy per attack, mean over victims, and any
-    ``extra`` metric columns (SSIM, LPIPS, gradient similarity, ...)."""
+    """The sweep tables' layout: one row per defense (what ran: its schedule, N, eta, eps, and its
+    backbone), then seconds per image, clean accuracy and robust accuracy per attack, mean over
+    victims, and any ``extra`` metric columns (SSIM, LPIPS, gradient similarity, ...)."""
     cells = res.cells(e.key)
     cells = cells[cells["reversion"] == "none"] if (cells["reversion"] == "none").any() else cells
     if cells.empty:
         return None
     t = mean_table(cells, ["defense"], seconds=seconds)
     t.insert(0, "what ran", cells.groupby("defense", sort=False)["defense_ref"].first())
+    if "backbone_ref" in cells.columns:  # the defense's ref leaves its backbone out (Tables XI, XII vary it)
+        t.insert(1, "backbone", cells.groupby("defense", sort=False)["backbone_ref"].first())
     for m in extra:
         if m in cells.columns:
             t[m] = cells.groupby("defense", sort=False)[m].mean().round(4)

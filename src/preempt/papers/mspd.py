@@ -114,7 +114,7 @@ PAPER = register(Paper(P, "MSPD (MCGS)", "Minimal Cascade Gradient Smoothing for
     _sweep("table9", "Table IX", "Gradient smoothing in forward, backward and cascade"),
     Exhibit(P, "table10", "Table X", "Image quality and reversion (SSIM, LPIPS, clean, robust)", table10),
     _sweep("table11", "Table XI", "Backbone selection: CE loss and gradient similarity",
-           extra=("ce", "ce_robust", "ce_fooled", "grad_sim")),
+           extra=("backbone_params_M", "ce", "ce_robust", "ce_fooled", "grad_sim")),
     _sweep("table12", "Table XII", "Label sources (coupled, black, white, ground truth)"),
     _sweep("table13", "Table XIII", "Number of smoothing samples N"),
     _sweep("table14", "Table XIV", "Step size eta"),
