@@ -50,7 +50,7 @@ import yaml
 from scipy import stats as sstats
 
 from _common import ROOT
-from preempt import config, paths, shrink
+from preempt import config, paths, shrink, stats
 from workspace import edit_params, imagenet_folder, make, run
 
 PAPER_SEC = 0.02  # MSPD, abstract and Table IX: s/image on CIFAR-10, NVIDIA A100
@@ -111,8 +111,7 @@ def timing(cifar: Path, device: str, images: list[int], defenses: list[str] | No
                 verdict = ("not comparable: a CPU, not the paper's A100" if device == "cpu" else
                            "not comparable: another GPU than the paper's A100" if "A100" not in gpu else
                            "not comparable: the paper's batch is unstated" if n != 1 else
-                           f"{'holds' if hi <= PAPER_SEC else 'fails' if lo > PAPER_SEC else 'inconclusive'}"
-                           f" (<= {PAPER_SEC})")
+                           f"{stats.verdict(lo, hi, 'below', PAPER_SEC)} (below {PAPER_SEC})")
             lines.append(f"| {d} (`{rec['defense_ref']}`) | {rec['images']} | {rec['repeats']} | {m:.3g} | "
                          f"[{lo:.3g}, {hi:.3g}] | {verdict} |")
     return lines

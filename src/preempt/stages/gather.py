@@ -8,6 +8,8 @@ the shards' compute time (what one job would have spent), not the wall time of t
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from .. import artifacts, paths
@@ -18,10 +20,13 @@ from . import attack as attack_stage
 from . import defend as defend_stage
 
 
-def _load_shards(shard_paths: list[str], n: int) -> tuple[list[dict[str, torch.Tensor]], float]:
+def _load_shards(shard_paths: list[str], n: int) -> tuple[list[dict[str, torch.Tensor]], float, dict[str, Any]]:
+    """The shards' tensors, their summed compute seconds, and the first shard's sidecar."""
     parts, seconds, end = [], 0.0, 0
+    first: dict[str, Any] = {}
     for path in shard_paths:
         data, meta = artifacts.load(path)
+        first = first or meta
         lo, hi = meta["range"]
         if lo != end:
             raise PreemptError(f"{path}: shard covers images {lo}-{hi} but {end} was expected; "
@@ -31,7 +36,7 @@ def _load_shards(shard_paths: list[str], n: int) -> tuple[list[dict[str, torch.T
         end = hi
     if end != n:
         raise PreemptError(f"{shard_paths[-1]}: shards end at image {end}, not {n}; rerun the workflow (a shard is stale)")
-    return parts, seconds
+    return parts, seconds, first
 
 
 def run(ctx: Context, kind: str, *args: str) -> None:
@@ -41,9 +46,8 @@ def run(ctx: Context, kind: str, *args: str) -> None:
         k = p.shards.defend
         data, _ = artifacts.load(paths.data_path("test"))
         n = len(data["x"])
-        parts, seconds = _load_shards([paths.re_shard_path(defense, (i, k)) for i in range(1, k + 1)], n)
+        parts, seconds, first = _load_shards([paths.re_shard_path(defense, (i, k)) for i in range(1, k + 1)], n)
         joined = {key: torch.cat([part[key] for part in parts]) for key in parts[0] if key != "y"}  # x, traces
-        first = artifacts.load_meta(paths.re_shard_path(defense, (1, k)))
         artifacts.save(paths.re_path(defense), {**joined, "y": data["y"]},
                        defend_stage.record(ctx, defense, seconds, n, shards=k, backbone_params=first.get("backbone_params")))
         log.info("gathered %d shards of defense %s -> %s", k, defense, paths.re_path(defense))
@@ -52,7 +56,7 @@ def run(ctx: Context, kind: str, *args: str) -> None:
         cell = (defense, reversion, victim, attack)
         k = p.shards.attack
         x_in, y, x0, model, meta = attack_stage.inputs(ctx, *cell)
-        parts, seconds = _load_shards([paths.adv_shard_path(*cell, (i, k)) for i in range(1, k + 1)], len(x_in))
+        parts, seconds, _ = _load_shards([paths.adv_shard_path(*cell, (i, k)) for i in range(1, k + 1)], len(x_in))
         advs = {key.removeprefix("x_"): torch.cat([part[key] for part in parts]).to(ctx.device) for key in parts[0]}
         attack_stage.score(ctx, cell, x_in, y, x0, model, advs, seconds, meta)
     else:
